@@ -1,0 +1,1 @@
+"""captcha-tune: the command-line entry point. The library lives in trainable/, search/, results/, cluster/."""

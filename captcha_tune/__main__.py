@@ -1,0 +1,3 @@
+from captcha_tune.cli import main
+
+main()

@@ -1,0 +1,1 @@
+"""One module per verb: argument parsing and one call into the library."""

@@ -1,0 +1,36 @@
+"""captcha-tune train: one multi-worker Ray Train (DDP) run of the captcha CNN."""
+
+from __future__ import annotations
+
+import json
+
+from trainable.config import SMOKE, add_arguments, from_arguments
+
+
+def register(sub) -> None:
+    p = sub.add_parser("train", help="train the captcha CNN with N DDP workers on Ray Train")
+    p.add_argument("--workers", type=int, default=2, help="DDP workers (processes)")
+    p.add_argument("--gpus-per-worker", type=float, default=0.0, help="GPUs per worker (0 = CPU, gloo)")
+    p.add_argument("--cpus-per-worker", type=float, default=1.0)
+    p.add_argument("--storage", default="runs", help="folder or URI holding runs")
+    p.add_argument("--name", default="train", help="run name; the same name resumes the run")
+    p.add_argument("--smoke", action="store_true", help=f"a few-minute CPU run: {SMOKE}")
+    add_arguments(p)
+    p.set_defaults(func=run)
+
+
+def run(args) -> None:
+    from cluster.connect import check_fits, init_ray
+    from trainable.data import read_meta
+    from trainable.driver import RunSettings, run_training
+
+    cfg = from_arguments(args, SMOKE if args.smoke else None)
+    read_meta(cfg.data_dir)  # fail on a missing dataset before Ray starts
+    init_ray()
+    check_fits(args.workers, args.cpus_per_worker, args.gpus_per_worker)
+    run = RunSettings(workers=args.workers, gpus_per_worker=args.gpus_per_worker, cpus_per_worker=args.cpus_per_worker,
+                      storage=args.storage, name=args.name)
+    summary = run_training(cfg, run)
+    m = summary["best_metrics"]
+    print(f"best val_full_match {m.get('val_full_match', 0):.4f} at step {m.get('step')}; checkpoint {summary['best_checkpoint']}")
+    print(json.dumps({k: summary["final_metrics"].get(k) for k in ("step", "val_full_match", "val_char_acc", "val_loss")}))

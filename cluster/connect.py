@@ -1,0 +1,67 @@
+"""Connect to Ray once per process: an embedded local Ray, or the cluster in RAY_ADDRESS."""
+
+from __future__ import annotations
+
+import os
+
+# Ray Train settings every process of a run needs (the Train controller reads them):
+# a worker group that cannot start within this time fails the run instead of waiting forever.
+TRAIN_ENV = {
+    "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": os.environ.get("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", "60"),
+    "RAY_TRAIN_ENABLE_PRINT_PATCH": "0",
+    "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"),
+}
+
+
+class ResourceError(ValueError):
+    """A request that no node or the whole cluster can satisfy."""
+
+
+def init_ray(num_cpus: int | None = None, address: str | None = None) -> None:
+    import ray
+
+    if ray.is_initialized():
+        return
+    os.environ.update(TRAIN_ENV)
+    os.environ.setdefault("RAY_DEDUP_LOGS", "1")
+    address = address or os.environ.get("RAY_ADDRESS")
+    kwargs = dict(runtime_env={"env_vars": TRAIN_ENV}, log_to_driver=True, configure_logging=True, logging_level="WARNING")
+    if address:
+        ray.init(address=address, **kwargs)
+    else:
+        ray.init(num_cpus=num_cpus, include_dashboard=True, **kwargs)
+
+
+def node_resources() -> list[dict]:
+    import ray
+
+    return [n["Resources"] for n in ray.nodes() if n["Alive"]]
+
+
+def check_fits(workers: int, cpus_per_worker: float, gpus_per_worker: float) -> None:
+    """Raise ResourceError when a run of `workers` workers can never be placed."""
+    nodes = node_resources()
+    total_cpu = sum(n.get("CPU", 0) for n in nodes)
+    total_gpu = sum(n.get("GPU", 0) for n in nodes)
+    asked = f"{workers} worker(s) x ({cpus_per_worker:g} CPU, {gpus_per_worker:g} GPU)"
+    have = f"the cluster has {total_cpu:g} CPU and {total_gpu:g} GPU over {len(nodes)} node(s)"
+    if workers < 1:
+        raise ResourceError(f"asked for {workers} workers; use at least 1")
+    if workers * cpus_per_worker > total_cpu or workers * gpus_per_worker > total_gpu:
+        raise ResourceError(f"asked for {asked} but {have}; use fewer workers or a bigger cluster")
+    fits_one = [n for n in nodes if n.get("CPU", 0) >= cpus_per_worker and n.get("GPU", 0) >= gpus_per_worker]
+    if not fits_one:
+        raise ResourceError(f"asked for {asked} but no node has {cpus_per_worker:g} CPU and {gpus_per_worker:g} GPU free; {have}")
+    per_node = sum(int(min(n.get("CPU", 0) // cpus_per_worker if cpus_per_worker else 1e9,
+                           n.get("GPU", 0) // gpus_per_worker if gpus_per_worker else 1e9)) for n in nodes)
+    if per_node < workers:
+        raise ResourceError(f"asked for {asked} but only {per_node} such workers fit on the nodes; {have}")
+
+
+def max_concurrent_trials(workers: int, cpus_per_worker: float, gpus_per_worker: float) -> int:
+    """How many trials of this size run side by side: floor(cluster / trial) on the scarce resource."""
+    nodes = node_resources()
+    fits = [sum(n.get("CPU", 0) for n in nodes) // (workers * cpus_per_worker)]
+    if gpus_per_worker:
+        fits.append(sum(n.get("GPU", 0) for n in nodes) // (workers * gpus_per_worker))
+    return max(1, int(min(fits)))

@@ -1,0 +1,102 @@
+"""Settings of one training run: one frozen dataclass, defaults equal to the original project's run.
+
+Dicts cross the Ray boundary; `TrainConfig.from_dict` turns them back and rejects unknown keys, so
+a typo in a search space fails before any worker starts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+
+def setting(default, help: str):
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    # --- data
+    data_dir: str = setting("data/easy", "dataset folder made by `captcha-tune data generate|import`")
+    img_height: int = setting(32, "model input height in pixels (images are resized to it)")
+    img_width: int = setting(96, "model input width in pixels")
+    # --- model
+    channels: int = setting(16, "width of the first conv block; later blocks double up to 4x")
+    # --- loss
+    loss: str = setting("focal", "'focal' (sigmoid focal loss, the original) or 'ce' (per-position softmax)")
+    focal_gamma: float = setting(2.0, "focal loss focusing exponent; 0 = plain BCE")
+    focal_pos_weight: float = setting(3.0, "weight of the positive (right-symbol) term of the focal loss")
+    # --- optimisation (Adam with AMSGrad)
+    batch_size: int = setting(128, "global batch size, split evenly over the workers")
+    peak_lr: float = setting(1e-3, "learning rate at the end of warmup and at each warm restart")
+    min_lr: float = setting(1e-5, "floor of the cosine decay")
+    warmup_steps: int = setting(5000, "linear warmup length in steps")
+    cosine_period: int = setting(150000, "steps of one cosine decay cycle (then a warm restart)")
+    max_steps: int = setting(300000, "optimizer steps of the whole run")
+    grad_clip: float = setting(1.0, "gradient-norm clipping threshold")
+    # --- evaluation and stopping
+    eval_every: int = setting(2000, "steps between validation passes (each one reports and checkpoints)")
+    patience: int = setting(0, "stop after this many evaluations past warmup without a better val_full_match (0 = never)")
+    seed: int = setting(0, "seed of weights init and batch order")
+    # --- for tests only
+    fail_once_at_step: int = setting(0, "test fault injection: rank 0 dies once at this step on a fresh start (0 = off)")
+
+    def __post_init__(self):
+        problems = []
+        if self.loss not in ("focal", "ce"):
+            problems.append(f"loss must be 'focal' or 'ce', not {self.loss!r}")
+        for name in ("img_height", "img_width", "channels", "batch_size", "max_steps", "eval_every", "cosine_period"):
+            if getattr(self, name) <= 0:
+                problems.append(f"{name} must be > 0, got {getattr(self, name)}")
+        if self.warmup_steps < 0 or self.patience < 0 or self.focal_gamma < 0 or self.focal_pos_weight <= 0:
+            problems.append("warmup_steps, patience and focal_gamma must be >= 0 and focal_pos_weight > 0")
+        if not 0 < self.min_lr <= self.peak_lr:
+            problems.append(f"need 0 < min_lr <= peak_lr, got min_lr={self.min_lr}, peak_lr={self.peak_lr}")
+        if problems:
+            raise ValueError("; ".join(problems))
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ValueError(f"unknown training setting(s) {unknown}; known: {sorted(names)}")
+        return cls(**d)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def replace(self, **changes) -> "TrainConfig":
+        return dataclasses.replace(self, **changes)
+
+    def per_worker_batch(self, world_size: int) -> int:
+        """The one place the global batch is split over workers."""
+        return max(1, self.batch_size // world_size)
+
+    def schedule(self) -> dict:
+        """Keyword arguments of `schedule.lr_at`."""
+        return dict(peak_lr=self.peak_lr, min_lr=self.min_lr, warmup_steps=self.warmup_steps, cosine_period=self.cosine_period)
+
+
+# A run that shows learning on 2 CPU cores in a few minutes (smoke mode of every command).
+SMOKE = dict(max_steps=600, warmup_steps=60, cosine_period=600, eval_every=100)
+# The larger model for GPUs.
+GPU_MODEL = dict(channels=64, img_height=64, img_width=176)
+
+
+def add_arguments(parser, cls=TrainConfig, skip=()) -> None:
+    """Generate `--kebab-case` flags from the dataclass (defaults live in the dataclass only)."""
+    for f in dataclasses.fields(cls):
+        if f.name in skip:
+            continue
+        parser.add_argument("--" + f.name.replace("_", "-"), type=type(f.default), default=None, help=f.metadata.get("help"))
+
+
+def from_arguments(args, base: dict | None = None, cls=TrainConfig):
+    """Dataclass from parsed flags: flags given win over `base`, which wins over the defaults."""
+    values = dict(base or {})
+    for f in dataclasses.fields(cls):
+        v = getattr(args, f.name, None)
+        if v is not None:
+            values[f.name] = v
+    return cls.from_dict(values)

@@ -1,0 +1,146 @@
+"""Captcha datasets on disk: Parquet shards (PNG bytes + label + kind) and a meta.json.
+
+    DIR/meta.json              charset, max_len, spec, row counts
+    DIR/train-00000.parquet    columns: image (PNG bytes), label, kind
+    DIR/val-00000.parquet
+    DIR/cache/train-48x128.npy decoded grayscale uint8, made once, memory-mapped by every worker
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import string
+import time
+from multiprocessing import Pool
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from trainable.charset import FULL_CHARSET, MAX_LEN, PAD, charset_from_labels, check_label, encode
+from trainable.preprocess import images_to_array
+
+SHARD_ROWS = 5000
+IMAGE_SIZE = (160, 60)  # width, height drawn by the `captcha` package
+SPECS = {
+    # 4 characters from 0-9A-Z, like the original easy captchas
+    "easy": dict(charset=PAD + string.digits + string.ascii_uppercase, max_len=4),
+    # 75% 4-7 characters from 0-9A-Za-z, 25% arithmetic questions 'A op B=?'
+    "mixed": dict(charset=FULL_CHARSET, max_len=MAX_LEN),
+}
+
+
+class DataError(ValueError):
+    """A dataset that is missing or unusable; the message says how to fix it."""
+
+
+# ---------------------------------------------------------------- labels of each spec
+def sample_label(spec: str, rng: random.Random) -> tuple[str, str]:
+    """(label, kind) drawn from a spec's distribution."""
+    if spec == "easy":
+        return "".join(rng.choices(string.digits + string.ascii_uppercase, k=4)), "text"
+    if rng.random() < 0.75:
+        return "".join(rng.choices(string.digits + string.ascii_letters, k=rng.randint(4, 7))), "text"
+    a, b = (rng.randint(0, 9) if rng.random() < 0.5 else rng.randint(10, 99) for _ in range(2))
+    return f"{a}{rng.choice('+-*')}{b}=?", "math"
+
+
+def _render(labels: list[str]) -> list[bytes]:
+    from captcha.image import ImageCaptcha  # draws from `secrets`: images can't be seeded
+
+    gen = ImageCaptcha(width=IMAGE_SIZE[0], height=IMAGE_SIZE[1])
+    return [gen.generate(label, format="png").getvalue() for label in labels]
+
+
+# ---------------------------------------------------------------- writing
+def write_dataset(out, rows: dict[str, list[tuple[bytes, str, str]]], charset: str, max_len: int, **info) -> Path:
+    """Write splits of (png, label, kind) rows as Parquet shards plus meta.json."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    for split, items in rows.items():
+        for k in range(0, max(len(items), 1), SHARD_ROWS):
+            chunk = items[k : k + SHARD_ROWS]
+            table = pa.table({name: [r[i] for r in chunk] for i, name in enumerate(("image", "label", "kind"))},
+                             schema=pa.schema([("image", pa.binary()), ("label", pa.string()), ("kind", pa.string())]))
+            pq.write_table(table, out / f"{split}-{k // SHARD_ROWS:05d}.parquet")
+    meta = dict(charset=charset, max_len=max_len, counts={s: len(r) for s, r in rows.items()}, **info)
+    (out / "meta.json").write_text(json.dumps(meta, indent=2))
+    return out
+
+
+def generate(spec: str, n: int, out, val_fraction: float = 0.1, seed: int | None = None, processes: int | None = None) -> Path:
+    """Render n captchas of a spec on all cores, with progress, and store them as a dataset."""
+    if spec not in SPECS:
+        raise DataError(f"unknown spec {spec!r}; choose one of {sorted(SPECS)}")
+    if n < 10:
+        raise DataError(f"--n {n} is too small for a train/validation split; use at least 10")
+    rng = random.Random(seed)
+    labels = [sample_label(spec, rng) for _ in range(n)]
+    chunks = [labels[i : i + 100] for i in range(0, n, 100)]
+    images, t0 = [], time.time()
+    with Pool(processes or os.cpu_count()) as pool:
+        for done in pool.imap(_render, [[l for l, _ in c] for c in chunks]):
+            images += done
+            if len(images) % 1000 < 100 or len(images) == n:
+                print(f"generated {len(images)}/{n} images ({len(images) / (time.time() - t0):.0f} img/s)", flush=True)
+    rows = [(img, label, kind) for img, (label, kind) in zip(images, labels)]
+    n_val = max(1, int(n * val_fraction))
+    return write_dataset(out, {"train": rows[n_val:], "val": rows[:n_val]}, spec=spec, image_size=list(IMAGE_SIZE), **SPECS[spec])
+
+
+# ---------------------------------------------------------------- reading
+def read_meta(data_dir) -> dict:
+    path = Path(data_dir) / "meta.json"
+    if not path.exists():
+        raise DataError(f"{data_dir} is not a dataset (no meta.json); make one with `captcha-tune data generate` or `data import`")
+    return json.loads(path.read_text())
+
+
+def read_rows(path, columns=("image", "label")) -> dict[str, list]:
+    """All rows of one Parquet file."""
+    return pq.read_table(path, columns=list(columns)).to_pydict()
+
+
+def split_files(data_dir, split: str) -> list[Path]:
+    files = sorted(Path(data_dir).glob(f"{split}-*.parquet"))
+    if not files:
+        raise DataError(f"{data_dir} has no '{split}' split ({split}-*.parquet)")
+    return files
+
+
+def _cached(path: Path, make) -> np.ndarray:
+    """np.load(mmap) of `path`, made once by whoever gets the lock first (workers share one copy)."""
+    from filelock import FileLock
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(path) + ".lock"):
+        if not path.exists():
+            tmp = path.with_suffix(f".tmp{os.getpid()}.npy")
+            np.save(tmp, make())
+            os.replace(tmp, path)
+    return np.load(path, mmap_mode="r")
+
+
+def load_split(data_dir, split: str, height: int, width: int) -> tuple[np.ndarray, np.ndarray, dict]:
+    """(images uint8 [N, h, w] memory-mapped, targets int64 [N, max_len], meta) of a split."""
+    meta = read_meta(data_dir)
+    files = split_files(data_dir, split)
+    cache = Path(data_dir) / "cache"
+    images = _cached(cache / f"{split}-{height}x{width}.npy",
+                     lambda: np.concatenate([images_to_array(read_rows(f, ["image"])["image"], height, width) for f in files]))
+    targets = _cached(cache / f"{split}-targets.npy",
+                      lambda: np.array([encode(l, meta["charset"], meta["max_len"]) for f in files for l in read_rows(f, ["label"])["label"]], dtype=np.int64))
+    return images, targets, meta
+
+
+def check_labels_fit(labels, charset: str, max_len: int) -> None:
+    """Raise DataError naming the first labels a model with this charset cannot read."""
+    bad = [(l, why) for l in labels if (why := check_label(l, charset, max_len))]
+    if bad:
+        raise DataError(f"{len(bad)} label(s) don't fit the model (first: {bad[0][1]}); evaluate on data with the model's charset")
+
+
+__all__ = ["generate", "write_dataset", "read_meta", "read_rows", "load_split", "charset_from_labels", "DataError"]

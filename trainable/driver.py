@@ -1,0 +1,65 @@
+"""The driver of one training run: builds the Ray Train TorchTrainer (Train V2).
+
+The same `run_training` is called by `captcha-tune train`, by every sweep trial and by retrain.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+
+import ray.train
+from ray.train.torch import TorchTrainer
+
+from trainable import storage
+from trainable.config import TrainConfig
+from trainable.worker import train_fn_per_worker
+
+METRIC, MODE = "val_full_match", "max"
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """Where and on what a training run executes."""
+
+    workers: int = 2  # DDP workers (one process each)
+    gpus_per_worker: float = 0.0  # 0 = CPU training with gloo
+    cpus_per_worker: float = 1.0
+    storage: str = "runs"  # local folder or URI holding run folders
+    name: str = "train"  # run folder name; the same name resumes
+    keep_checkpoints: int = 2  # best N by val_full_match
+    max_failures: int = 2  # worker-failure restarts from the last checkpoint
+
+
+def build_trainer(cfg: TrainConfig, run: RunSettings, callbacks=()) -> TorchTrainer:
+    return TorchTrainer(
+        train_fn_per_worker,
+        train_loop_config=cfg.to_dict(),
+        scaling_config=ray.train.ScalingConfig(
+            num_workers=run.workers, use_gpu=run.gpus_per_worker > 0,
+            resources_per_worker={"CPU": run.cpus_per_worker, **({"GPU": run.gpus_per_worker} if run.gpus_per_worker else {})},
+        ),
+        run_config=ray.train.RunConfig(
+            name=run.name,
+            storage_path=storage.normalize(run.storage),
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=run.keep_checkpoints, checkpoint_score_attribute=METRIC, checkpoint_score_order=MODE),
+            # controller_failure_limit: a run whose workers can't be scheduled fails instead of retrying forever
+            failure_config=ray.train.FailureConfig(max_failures=run.max_failures, controller_failure_limit=1),
+            callbacks=list(callbacks),
+            logging_config=ray.train.LoggingConfig(log_level=os.environ.get("CAPTCHA_TUNE_TRAIN_LOG_LEVEL", "WARNING")),
+        ),
+    )
+
+
+def run_training(cfg: TrainConfig, run: RunSettings, callbacks=()) -> dict:
+    """Train to the end (or early stop) and write `summary.json` in the run folder; returns it."""
+    cfg = cfg.replace(data_dir=storage.normalize(cfg.data_dir))  # workers run in other folders
+    result = build_trainer(cfg, run, callbacks).fit()
+    best_ckpt, best_metrics = max(result.best_checkpoints or [], key=lambda cm: cm[1][METRIC], default=(None, {}))
+    summary = dict(
+        run_path=result.path, config=cfg.to_dict(), workers=run.workers, gpus_per_worker=run.gpus_per_worker,
+        final_metrics=result.metrics, best_metrics=best_metrics, best_checkpoint=best_ckpt.path if best_ckpt else None,
+    )
+    storage.write_text(storage.join(result.path, "summary.json"), json.dumps(summary, indent=2, default=str))
+    return summary

@@ -1,0 +1,74 @@
+"""The training step and the evaluation pass: plain PyTorch, no Ray, so a GPU box without Ray runs them."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.utils.data import Dataset
+
+from trainable.loss import compute_loss, match_counts
+
+
+class CaptchaArrays(Dataset):
+    """Memory-mapped uint8 images [N, h, w] and targets [N, L] -> (image [1, h, w], target [L])."""
+
+    def __init__(self, images: np.ndarray, targets: np.ndarray):
+        self.images, self.targets = images, targets
+
+    def __len__(self):
+        return len(self.images)
+
+    def __getitem__(self, i):
+        return torch.from_numpy(np.array(self.images[i]))[None], torch.from_numpy(np.array(self.targets[i]))
+
+
+def autocast(device: torch.device):
+    """bf16 autocast on GPU, a no-op elsewhere."""
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+
+
+def train_step(model, optimizer, images, targets, cfg, lr: float) -> torch.Tensor:
+    """One optimizer step; returns the loss as a tensor (no host sync here)."""
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    with autocast(images.device):
+        logits = model(images)
+    loss = compute_loss(logits, targets, cfg.loss, cfg.focal_gamma, cfg.focal_pos_weight)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+    optimizer.step()
+    return loss.detach()
+
+
+def all_sum(t: torch.Tensor) -> torch.Tensor:
+    """Sum over workers when running distributed; identity in a single process."""
+    if dist.is_available() and dist.is_initialized():
+        dist.all_reduce(t)
+    return t
+
+
+@torch.no_grad()
+def evaluate(model, images: np.ndarray, targets: np.ndarray, cfg, device, rank: int = 0, world: int = 1, batch: int = 256) -> dict:
+    """Validation metrics over this worker's share (rows rank::world), summed over all workers."""
+    model.eval()
+    idx = np.arange(rank, len(images), world)
+    sums = torch.zeros(4, dtype=torch.float64, device=device)  # loss*n, full matches, right chars, n
+    for k in range(0, len(idx), batch):
+        sel = idx[k : k + batch]
+        x = torch.from_numpy(np.array(images[sel]))[:, None].to(device)
+        y = torch.from_numpy(np.array(targets[sel])).to(device)
+        with autocast(device):
+            logits = model(x)
+        full, chars = match_counts(logits, y)
+        loss = compute_loss(logits, y, cfg.loss, cfg.focal_gamma, cfg.focal_pos_weight)
+        sums += torch.stack([loss.double() * len(sel), full.double(), chars.double(), torch.tensor(float(len(sel)), device=device, dtype=torch.float64)])
+    model.train()
+    loss_sum, full, chars, n = all_sum(sums).tolist()
+    return dict(val_full_match=full / n, val_char_acc=chars / (n * targets.shape[1]), val_loss=loss_sum / n)
+
+
+def memory_format(device: torch.device):
+    """channels_last on GPU (faster convs with bf16), the default layout elsewhere."""
+    return torch.channels_last if device.type == "cuda" else torch.contiguous_format

@@ -1,0 +1,63 @@
+"""Paths that may be local folders or URIs (s3://, gs://, file://), through pyarrow.fs."""
+
+from __future__ import annotations
+
+import os
+
+import pyarrow.fs as pafs
+
+
+def is_uri(path: str) -> bool:
+    return "://" in str(path)
+
+
+def normalize(path) -> str:
+    """Absolute local path, or the URI unchanged (Ray wants absolute storage paths)."""
+    return str(path) if is_uri(path) else os.path.abspath(os.path.expanduser(str(path)))
+
+
+def join(base, *parts) -> str:
+    return "/".join([str(base).rstrip("/"), *parts])
+
+
+def _fs(path):
+    return pafs.FileSystem.from_uri(normalize(path))
+
+
+def exists(path) -> bool:
+    fs, p = _fs(path)
+    return fs.get_file_info(p).type != pafs.FileType.NotFound
+
+
+def read_text(path) -> str:
+    fs, p = _fs(path)
+    with fs.open_input_stream(p) as f:
+        return f.read().decode()
+
+
+def write_text(path, text: str) -> None:
+    """Write via a temporary name and a move, so readers never see half a file."""
+    fs, p = _fs(path)
+    parent = p.rsplit("/", 1)[0]
+    fs.create_dir(parent, recursive=True)
+    tmp = p + ".tmp"
+    with fs.open_output_stream(tmp) as f:
+        f.write(text.encode())
+    fs.move(tmp, p)
+
+
+def listdir(path) -> list[str]:
+    fs, p = _fs(path)
+    return sorted(i.base_name for i in fs.get_file_info(pafs.FileSelector(p, allow_not_found=True)))
+
+
+def local_copy(path, dest_root) -> str:
+    """A local folder holding `path`'s files: `path` itself when local, else a downloaded copy."""
+    if not is_uri(path):
+        return path
+    dest = os.path.join(dest_root, str(path).replace("://", "/").strip("/"))
+    if not os.path.exists(os.path.join(dest, ".complete")):
+        fs, p = _fs(path)
+        pafs.copy_files(p, dest, source_filesystem=fs)
+        open(os.path.join(dest, ".complete"), "w").close()
+    return dest

@@ -1,0 +1,95 @@
+"""The per-worker training loop, read top to bottom. Ray touchpoints are numbered [1]..[5]."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import ray.train
+import ray.train.torch
+import torch
+from torch.utils.data import DataLoader
+
+from trainable import checkpoint
+from trainable.config import TrainConfig
+from trainable.data import load_split
+from trainable.model import build_model
+from trainable.schedule import lr_at
+from trainable.step import CaptchaArrays, evaluate, memory_format, train_step
+
+
+class DivergedError(FloatingPointError):
+    """The loss became NaN/inf: this config's learning rate is too high for it."""
+
+
+def train_fn_per_worker(config: dict) -> None:
+    cfg = TrainConfig.from_dict(config)  # typos fail here, before any compute
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    torch.manual_seed(cfg.seed)
+    torch.set_num_threads(max(1, int(os.environ.get("OMP_NUM_THREADS", "1"))))
+    train_x, train_y, meta = load_split(cfg.data_dir, "train", cfg.img_height, cfg.img_width)
+    val_x, val_y, _ = load_split(cfg.data_dir, "val", cfg.img_height, cfg.img_width)
+
+    # [1] data: DistributedSampler over workers + moves batches to this worker's device
+    loader = DataLoader(CaptchaArrays(train_x, train_y), batch_size=cfg.per_worker_batch(world), shuffle=True, drop_last=True)
+    loader = ray.train.torch.prepare_data_loader(loader)
+    device = ray.train.torch.get_device()
+
+    # [2] model: placed on the device and wrapped in DDP (gloo on CPU, nccl on GPU)
+    bare = build_model(cfg, len(meta["charset"]), meta["max_len"]).to(memory_format=memory_format(device))
+    model = ray.train.torch.prepare_model(bare)
+    optimizer = torch.optim.Adam(bare.parameters(), lr=cfg.peak_lr, amsgrad=True)
+
+    # [3] resume: a restarted run (worker failure, Ctrl-C, retrain --resume) continues from its latest checkpoint
+    step, best, evals_since_best, train_seconds = 0, -1.0, 0, 0.0
+    restored = ray.train.get_checkpoint()
+    if restored:
+        with restored.as_directory() as d:
+            state = checkpoint.load(d)
+        bare.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        step, m = state["step"], state["metrics"]
+        best, evals_since_best, train_seconds = m["best_val_full_match"], m["evals_since_best"], m["train_seconds"]
+    start_step = step
+
+    # [4] train: step-based, evaluate every eval_every steps and at the end
+    steps_per_epoch = len(loader)
+    loss_sum, n_loss, t0 = torch.zeros((), device=device), 0, time.perf_counter()
+    while step < cfg.max_steps:
+        if hasattr(loader.sampler, "set_epoch"):
+            loader.sampler.set_epoch(step // steps_per_epoch)
+        for images, targets in loader:
+            lr = lr_at(step, **cfg.schedule())
+            loss_sum += train_step(model, optimizer, images.to(memory_format=memory_format(device)), targets, cfg, lr)
+            n_loss += 1
+            step += 1
+            if step == cfg.fail_once_at_step and start_step == 0 and rank == 0:
+                os._exit(17)  # injected worker death (tests): Train restarts the group from the last checkpoint
+            if step % cfg.eval_every and step < cfg.max_steps:
+                continue
+
+            # [5] evaluate on every rank's share, all-reduce, report; rank 0 alone writes the checkpoint
+            train_loss = loss_sum.item() / n_loss
+            interval = time.perf_counter() - t0
+            train_seconds += interval
+            if not torch.isfinite(torch.tensor(train_loss)):
+                raise DivergedError(f"diverged: train loss is {train_loss} at step {step} (peak_lr={cfg.peak_lr:g}); lower peak_lr")
+            metrics = evaluate(model, val_x, val_y, cfg, device, rank, world)
+            improved = metrics["val_full_match"] > best
+            best = max(best, metrics["val_full_match"])
+            evals_since_best = 0 if improved or step <= cfg.warmup_steps else evals_since_best + 1
+            metrics.update(step=step, epoch=step / steps_per_epoch, lr=lr, train_loss=train_loss, best_val_full_match=best,
+                           evals_since_best=evals_since_best, train_seconds=train_seconds, world_size=world,
+                           images_per_s=n_loss * cfg.batch_size / interval)
+            stop = step >= cfg.max_steps or (cfg.patience and evals_since_best >= cfg.patience)
+            with tempfile.TemporaryDirectory() as tmp:
+                if rank == 0:
+                    checkpoint.save(tmp, bare, optimizer, step, cfg, meta, metrics)
+                ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp) if rank == 0 else None)
+            loss_sum, n_loss, t0 = torch.zeros((), device=device), 0, time.perf_counter()
+            if stop:
+                return
+
