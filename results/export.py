@@ -1,0 +1,101 @@
+"""Export a checkpoint as one standalone file: a torch.export program that takes raw RGB images.
+
+The program maps uint8 RGB [B, H, W, 3] (any batch, height and width) to (logits float [B, L, C],
+indices int64 [B, L]); grayscale, resizing and rounding (trainable/preprocess.py) are inside it.
+`captcha_tune.json` in the same archive holds the charset (index 0 is the pad ' '), max_len, the
+model input size, the training config, the metrics it was chosen by, and where it came from.
+
+Load the exported model without captcha-tune (torch and Pillow only)::
+
+    import json
+    import torch
+    from PIL import Image
+
+    extra = {"captcha_tune.json": ""}
+    model = torch.export.load("model.pt2", extra_files=extra).module()
+    charset = json.loads(extra["captcha_tune.json"])["charset"]
+
+    im = Image.open("captcha.png").convert("RGBA")  # a transparent background becomes white, as in training
+    im = Image.alpha_composite(Image.new("RGBA", im.size, "white"), im).convert("RGB")
+    rgb = torch.frombuffer(bytearray(im.tobytes()), dtype=torch.uint8).view(1, im.height, im.width, 3)
+    with torch.no_grad():
+        logits, indices = model(rgb)  # stack same-size images for a batch
+    print("".join(charset[i] for i in indices[0].tolist()).replace(" ", ""))
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from trainable.checkpoint import load_model
+from trainable.preprocess import to_model_input
+
+META_FILE = "captcha_tune.json"
+FIXED_SIZE = (60, 160)  # height, width of the synthetic captchas: the input size if dynamic shapes fail
+USAGE = ("logits, indices = torch.export.load(path, extra_files={'captcha_tune.json': ''}).module()(rgb) with rgb uint8 [B, H, W, 3]; "
+         "text = ''.join(charset[i] for i in indices[b]).replace(' ', '')")
+
+
+class RawImageModel(nn.Module):
+    """uint8 RGB [B, H, W, 3] -> (logits [B, L, C], indices [B, L]): preprocessing + the CNN in one module."""
+
+    def __init__(self, model: nn.Module, img_height: int, img_width: int):
+        super().__init__()
+        self.model, self.img_height, self.img_width = model, img_height, img_width
+
+    def forward(self, rgb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        logits = self.model(to_model_input(rgb, self.img_height, self.img_width))
+        return logits, logits.argmax(-1)
+
+
+def describe(state: dict, origin: dict | None = None) -> dict:
+    """The metadata of a checkpoint: what the exported file carries, and what a predictor reports."""
+    cfg = state["config"]
+    return dict(
+        charset=state["charset"], max_len=state["max_len"], img_height=cfg["img_height"], img_width=cfg["img_width"],
+        config=cfg, metrics=state["metrics"], step=state["step"], origin=origin or {}, torch=torch.__version__, usage=USAGE,
+    )
+
+
+def export_program(wrapper: RawImageModel) -> tuple[torch.export.ExportedProgram, dict]:
+    """(program, input description): batch, height and width dynamic; a fixed 60x160 input if that fails."""
+    example = torch.zeros(2, *FIXED_SIZE, 3, dtype=torch.uint8)
+    batch, height, width = (torch.export.Dim(name, min=1, max=1 << 16) for name in ("batch", "height", "width"))
+    try:
+        ep = torch.export.export(wrapper, (example,), dynamic_shapes={"rgb": {0: batch, 1: height, 2: width}})
+        return ep, dict(layout="uint8 RGB [B, H, W, 3]", dynamic_size=True)
+    except Exception as e:  # exporter errors come in several types; fall back to the one size we know
+        ep = torch.export.export(wrapper, (example,), dynamic_shapes={"rgb": {0: batch}})
+        return ep, dict(layout=f"uint8 RGB [B, {FIXED_SIZE[0]}, {FIXED_SIZE[1]}, 3]", dynamic_size=False,
+                        height=FIXED_SIZE[0], width=FIXED_SIZE[1], why_fixed=f"{type(e).__name__}: {(str(e).splitlines() or [''])[0]}")
+
+
+def export_model(checkpoint_file, out, origin: dict | None = None) -> Path:
+    """Write the checkpoint as a standalone .pt2 at `out` (atomically: a failed export leaves nothing)."""
+    out = Path(out)
+    if out.is_dir():
+        raise ValueError(f"{out} is a folder; give the file to write, e.g. {out / 'model.pt2'}")
+    model, state = load_model(checkpoint_file)
+    cfg = state["config"]
+    ep, input_spec = export_program(RawImageModel(model, cfg["img_height"], cfg["img_width"]).eval())
+    meta = dict(describe(state, origin), input=input_spec, checkpoint=str(checkpoint_file))
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
+    try:
+        with open(fd, "wb") as f:
+            torch.export.save(ep, f, extra_files={META_FILE: json.dumps(meta, indent=2, default=str)})
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it owner-only
+        os.replace(tmp, out)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return out
