@@ -29,7 +29,8 @@ def init_ray(num_cpus: int | None = None, address: str | None = None) -> None:
     if address:
         ray.init(address=address, **kwargs)
     else:
-        ray.init(num_cpus=num_cpus, include_dashboard=True, **kwargs)
+        # address="local": always a fresh embedded Ray, never a stray `ray start` cluster on this machine
+        ray.init(address="local", num_cpus=num_cpus, include_dashboard=True, **kwargs)
 
 
 def node_resources() -> list[dict]:
