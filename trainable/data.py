@@ -125,7 +125,15 @@ def _cached(path: Path, make) -> np.ndarray:
 
 
 def load_split(data_dir, split: str, height: int, width: int) -> tuple[np.ndarray, np.ndarray, dict]:
-    """(images uint8 [N, h, w] memory-mapped, targets int64 [N, max_len], meta) of a split."""
+    """(images uint8 [N, h, w] memory-mapped, targets int64 [N, max_len], meta) of a split.
+
+    A dataset on shared storage (s3://, gs://) is copied once per node into the local temp folder.
+    """
+    import tempfile
+
+    from trainable.storage import local_copy
+
+    data_dir = local_copy(data_dir, os.path.join(tempfile.gettempdir(), "captcha-tune-data"))
     meta = read_meta(data_dir)
     files = split_files(data_dir, split)
     cache = Path(data_dir) / "cache"

@@ -55,9 +55,18 @@ def local_copy(path, dest_root) -> str:
     """A local folder holding `path`'s files: `path` itself when local, else a downloaded copy."""
     if not is_uri(path):
         return path
+    from filelock import FileLock
+
     dest = os.path.join(dest_root, str(path).replace("://", "/").strip("/"))
-    if not os.path.exists(os.path.join(dest, ".complete")):
-        fs, p = _fs(path)
-        pafs.copy_files(p, dest, source_filesystem=fs)
-        open(os.path.join(dest, ".complete"), "w").close()
+    os.makedirs(dest, exist_ok=True)
+    with FileLock(dest + ".lock"):  # workers of one node download once
+        if not os.path.exists(os.path.join(dest, ".complete")):
+            fs, p = _fs(path)
+            pafs.copy_files(p, dest, source_filesystem=fs)
+            open(os.path.join(dest, ".complete"), "w").close()
     return dest
+
+
+def upload(local_dir, uri) -> None:
+    fs, p = _fs(uri)
+    pafs.copy_files(local_dir, p, destination_filesystem=fs)

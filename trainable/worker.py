@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import math
 import os
 import tempfile
 import time
@@ -17,15 +19,23 @@ from trainable.config import TrainConfig
 from trainable.data import load_split
 from trainable.model import build_model
 from trainable.schedule import lr_at
-from trainable.step import CaptchaArrays, evaluate, memory_format, train_step
+from trainable.step import CaptchaArrays, all_sum, evaluate, memory_format, train_step
 
 
-class DivergedError(FloatingPointError):
+class DivergedError(ValueError):
     """The loss became NaN/inf: this config's learning rate is too high for it."""
+
+
+def quiet_report_logs() -> None:
+    """Ray Train logs every report at INFO under a logger named by its source file (LoggingConfig misses it)."""
+    from ray.train.v2._internal.execution import context
+
+    logging.getLogger(context.__file__).setLevel(logging.WARNING)
 
 
 def train_fn_per_worker(config: dict) -> None:
     cfg = TrainConfig.from_dict(config)  # typos fail here, before any compute
+    quiet_report_logs()
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     torch.manual_seed(cfg.seed)
@@ -72,17 +82,18 @@ def train_fn_per_worker(config: dict) -> None:
                 continue
 
             # [5] evaluate on every rank's share, all-reduce, report; rank 0 alone writes the checkpoint
-            train_loss = loss_sum.item() / n_loss
+            train_loss = all_sum(loss_sum).item() / (n_loss * world)
             interval = time.perf_counter() - t0
             train_seconds += interval
-            if not torch.isfinite(torch.tensor(train_loss)):
-                raise DivergedError(f"diverged: train loss is {train_loss} at step {step} (peak_lr={cfg.peak_lr:g}); lower peak_lr")
+            if not math.isfinite(train_loss):  # report it and end cleanly: retrying a divergence only repeats it
+                ray.train.report(dict(step=step, lr=lr, train_loss=train_loss, val_full_match=0.0, diverged=1.0))
+                return
             metrics = evaluate(model, val_x, val_y, cfg, device, rank, world)
             improved = metrics["val_full_match"] > best
             best = max(best, metrics["val_full_match"])
             evals_since_best = 0 if improved or step <= cfg.warmup_steps else evals_since_best + 1
             metrics.update(step=step, epoch=step / steps_per_epoch, lr=lr, train_loss=train_loss, best_val_full_match=best,
-                           evals_since_best=evals_since_best, train_seconds=train_seconds, world_size=world,
+                           evals_since_best=evals_since_best, diverged=0.0, start_step=start_step, train_seconds=train_seconds, world_size=world,
                            images_per_s=n_loss * cfg.batch_size / interval)
             stop = step >= cfg.max_steps or (cfg.patience and evals_since_best >= cfg.patience)
             with tempfile.TemporaryDirectory() as tmp:

@@ -1,0 +1,27 @@
+"""captcha-tune retrain EXP: the best config to completion (no ASHA), exported, optionally tested."""
+
+from __future__ import annotations
+
+
+def register(sub) -> None:
+    p = sub.add_parser("retrain", help="retrain the best config of a sweep to completion and export it")
+    p.add_argument("exp", help="experiment path STORAGE/NAME")
+    p.add_argument("--workers", type=int, default=None, help="DDP workers (default: the sweep's per-trial count)")
+    p.add_argument("--gpus-per-worker", type=float, default=None)
+    p.add_argument("--max-steps", type=int, default=None, help="default: the sweep's trial budget; step settings scale with it")
+    p.add_argument("--patience", type=int, default=5, help="evaluations past warmup without improvement before stopping")
+    p.add_argument("--name", default="retrain", help="run name under EXP/retrain; the same name resumes")
+    p.add_argument("--out", default=None, help="exported model path (default: the run folder's model.pt2)")
+    p.add_argument("--test", default=None, help="held-out Parquet or dataset to evaluate the exported model on")
+    p.set_defaults(func=run)
+
+
+def run(args) -> None:
+    from results.retrain import retrain
+
+    s = retrain(args.exp, args.workers, args.gpus_per_worker, args.max_steps, args.patience, args.name, args.out, args.test)
+    m = s["best_metrics"]
+    print(f"best val_full_match {m.get('val_full_match', 0):.4f} at step {m.get('step')} "
+          f"(sweep best {s['sweep_best']['val_full_match']:.4f}); model {s['model']}")
+    if "test" in s:
+        print(f"test full match {s['test']['full_match']:.4f}  char acc {s['test']['char_acc']:.4f}  n {s['test']['n']}")

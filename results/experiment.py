@@ -1,0 +1,149 @@
+"""A sweep experiment as two pandas tables (trials, history), readable while it runs or after.
+
+Reads only the storage path: Tune's experiment state and result files, and sweep.json.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+
+import pandas as pd
+
+from trainable import storage
+
+HISTORY_COLUMNS = ["step", "lr", "train_loss", "val_full_match", "val_char_acc", "val_loss", "train_seconds",
+                   "images_per_s", "diverged", "checkpoint_path", "time_total_s", "timestamp"]
+METRICS = ["val_full_match", "val_char_acc", "val_loss"]
+
+
+def load_sweep(exp) -> dict:
+    path = storage.join(storage.normalize(exp), "sweep.json")
+    if not storage.exists(path):
+        raise FileNotFoundError(f"no sweep at {exp} (no sweep.json); give STORAGE/NAME of a `captcha-tune sweep`")
+    return json.loads(storage.read_text(path))
+
+
+def _error_reason(trial) -> str:
+    path = trial.error_file
+    if not path or not os.path.exists(path):
+        return "error (no error file)"
+    lines = [l for l in open(path).read().splitlines() if l.strip()]
+    reason = next((l for l in reversed(lines) if "diverged" in l), lines[-1] if lines else "unknown error")
+    return reason.strip()[:300]
+
+
+def status_of(trial, steps_run: int, max_steps: int, rungs: list[int]) -> str:
+    if trial.status == "ERROR":
+        return "errored: " + _error_reason(trial)
+    if trial.status == "TERMINATED":
+        if steps_run >= max_steps:
+            return "completed"
+        rung = sum(1 for r in rungs if r <= steps_run)
+        return f"stopped by ASHA at step {steps_run} (rung {rung})"
+    return trial.status.lower()
+
+
+def load(exp) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(trials: one row per trial, history: one row per report)."""
+    from ray.tune import ExperimentAnalysis
+
+    sweep = load_sweep(exp)
+    params, max_steps, workers = list(sweep["space"]), sweep["base"]["max_steps"], sweep["settings"]["workers_per_trial"]
+    gpus = sweep["settings"]["gpus_per_worker"] * workers
+    analysis = ExperimentAnalysis(storage.normalize(exp))
+    frames = analysis.trial_dataframes
+    trials, history = [], []
+    for t in sorted(analysis.trials, key=lambda t: t.trial_id):
+        h = frames.get(t.trial_id, pd.DataFrame())
+        h = h[[c for c in HISTORY_COLUMNS if c in h.columns]].copy()
+        h.insert(0, "trial_id", t.trial_id)
+        history.append(h)
+        ok = h[h["val_full_match"].notna()] if "val_full_match" in h else h
+        best = ok.loc[ok["val_full_match"].idxmax()] if len(ok) else {}
+        last = ok.iloc[-1] if len(ok) else {}
+        steps = int(h["step"].max()) if "step" in h and len(h) else 0
+        wall = float(h["time_total_s"].max()) if "time_total_s" in h and len(h) else 0.0
+        row = dict(trial_id=t.trial_id, **{p: t.config.get(p) for p in params})
+        for m in METRICS:
+            row[f"best_{m}"], row[f"last_{m}"] = best.get(m, math.nan) if len(ok) else math.nan, last.get(m, math.nan) if len(ok) else math.nan
+        row.update(best_step=int(best["step"]) if len(ok) else 0, steps_run=steps,
+                   status=status_of(t, steps, max_steps, sweep["rungs"]), wall_seconds=wall,
+                   worker_seconds=wall * workers, gpu_seconds=wall * gpus)
+        trials.append(row)
+    history = pd.concat(history, ignore_index=True) if history else pd.DataFrame(columns=["trial_id", *HISTORY_COLUMNS])
+    return pd.DataFrame(trials), history
+
+
+def write_tables(exp, out=None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Write trials.parquet and history.parquet (default: EXP/results/) and return them."""
+    trials, history = load(exp)
+    out = out or storage.join(storage.normalize(exp), "results")
+    if not storage.is_uri(out):
+        os.makedirs(out, exist_ok=True)
+    trials.to_parquet(storage.join(out, "trials.parquet"), index=False)
+    history.to_parquet(storage.join(out, "history.parquet"), index=False)
+    return trials, history
+
+
+def best_in_hindsight(exp) -> tuple[str, dict]:
+    """The best validation full match over all reports of all trials whose checkpoint still exists."""
+    _, history = load(exp)
+    h = history[history.get("checkpoint_path").notna()] if "checkpoint_path" in history else history.iloc[0:0]
+    h = h[[storage.exists(storage.join(p, "checkpoint.pt")) for p in h["checkpoint_path"]]] if len(h) else h
+    if not len(h):
+        raise FileNotFoundError(f"{exp} has no checkpoint yet; wait for the first evaluation of a trial")
+    row = h.loc[h["val_full_match"].idxmax()]
+    origin = dict(source=str(exp), trial_id=row["trial_id"], step=int(row["step"]), **{m: float(row[m]) for m in METRICS})
+    return storage.join(row["checkpoint_path"], "checkpoint.pt"), origin
+
+
+def edge_warnings(trials: pd.DataFrame, space: dict, tol: float = 0.05) -> list[str]:
+    """Best-trial parameters within `tol` of a search-range edge (log distance for log ranges)."""
+    done = trials[trials["best_val_full_match"].notna()]
+    if not len(done):
+        return []
+    best = done.loc[done["best_val_full_match"].idxmax()]
+    out = []
+    for name, p in space.items():
+        if p["kind"] == "choice" or p["high"] <= p["low"]:
+            continue
+        f = (lambda v: math.log(v)) if p["kind"] == "log" else (lambda v: v)
+        pos = (f(best[name]) - f(p["low"])) / (f(p["high"]) - f(p["low"]))
+        if pos <= tol or pos >= 1 - tol:
+            edge = "lower" if pos <= tol else "upper"
+            out.append(f"warning: best {name}={best[name]:.4g} is at the {edge} edge of its range [{p['low']:.4g}, {p['high']:.4g}]; widen the range and sweep again")
+    return out
+
+
+def leaderboard(trials: pd.DataFrame, top: int = 10) -> pd.DataFrame:
+    cols = ["trial_id", "best_val_full_match", "best_step", "steps_run", "status"] + [c for c in trials.columns if c not in
+            ("trial_id", "status", "steps_run", "best_step", "wall_seconds", "worker_seconds", "gpu_seconds") and not c.startswith(("best_", "last_"))]
+    return trials.sort_values("best_val_full_match", ascending=False, na_position="last")[cols].head(top)
+
+
+def print_summary(exp) -> None:
+    sweep = load_sweep(exp)
+    trials, _ = write_tables(exp)
+    if not len(trials):
+        print(f"{exp}: no trials yet")
+        return
+    with pd.option_context("display.width", 200, "display.max_columns", 20, "display.max_colwidth", 40, "display.float_format", "{:.4g}".format):
+        print("\nleaderboard (best validation full match)\n" + leaderboard(trials).to_string(index=False))
+    st = trials["status"]
+    print(f"\n{len(trials)} trials: {st.eq('completed').sum()} completed, {st.str.startswith('stopped').sum()} stopped by ASHA, "
+          f"{st.str.startswith('errored').sum()} errored, {(~st.str.match('completed|stopped|errored')).sum()} running/pending")
+    done = trials[trials["best_val_full_match"].notna()]
+    if len(done):
+        best = done.loc[done["best_val_full_match"].idxmax()]
+        print(f"best trial {best['trial_id']}: val_full_match {best['best_val_full_match']:.4f} at step {best['best_step']}")
+        for name in sweep["space"]:
+            print(f"  {name} = {best[name]}")
+    for w in edge_warnings(trials, sweep["space"]):
+        print(w)
+    try:
+        ckpt, origin = best_in_hindsight(exp)
+        print(f"best checkpoint: {ckpt}")
+    except FileNotFoundError as e:
+        print(str(e))

@@ -1,0 +1,57 @@
+"""Retrain the best config of a sweep to completion through the same driver a trial used, then export it."""
+
+from __future__ import annotations
+
+import json
+
+from results.experiment import best_in_hindsight, load, load_sweep
+from trainable import storage
+from trainable.config import TrainConfig
+from trainable.driver import RunSettings, run_training
+
+STEP_PARAMS = ("warmup_steps", "cosine_period")
+
+
+def best_config(exp, max_steps: int | None = None, patience: int = 5) -> tuple[TrainConfig, dict]:
+    """The best trial's config; step-valued settings scale with max_steps as the search space did."""
+    sweep = load_sweep(exp)
+    _, origin = best_in_hindsight(exp)
+    trials, _ = load(exp)
+    best = trials.set_index("trial_id").loc[origin["trial_id"]]
+    values = {**sweep["base"], **{p: best[p] for p in sweep["space"]}}
+    values = {k: type(sweep["base"][k])(v) for k, v in values.items()}  # numpy scalars -> python
+    trial_steps = sweep["base"]["max_steps"]
+    steps = max_steps or trial_steps
+    for p in STEP_PARAMS:
+        values[p] = max(1 if p == "cosine_period" else 0, round(values[p] * steps / trial_steps))
+    return TrainConfig.from_dict({**values, "max_steps": steps, "patience": patience}), origin
+
+
+def retrain(exp, workers: int | None = None, gpus_per_worker: float | None = None, max_steps: int | None = None,
+            patience: int = 5, name: str = "retrain", out: str | None = None, test: str | None = None) -> dict:
+    """Train (or resume) EXP/retrain/NAME, export its best checkpoint, optionally evaluate on a test set."""
+    from cluster.connect import check_fits, init_ray
+    from results.evaluate import evaluate, load_rows
+    from results.export import export_model
+    from results.predict import load_predictor
+
+    sweep = load_sweep(exp)
+    cfg, origin = best_config(exp, max_steps, patience)
+    s = sweep["settings"]
+    run = RunSettings(workers=workers or s["workers_per_trial"], cpus_per_worker=s["cpus_per_worker"],
+                      gpus_per_worker=s["gpus_per_worker"] if gpus_per_worker is None else gpus_per_worker,
+                      storage=storage.join(storage.normalize(exp), "retrain"), name=name)
+    print(f"retraining trial {origin['trial_id']}'s config for {cfg.max_steps} steps on {run.workers} workers "
+          f"(early stop after {patience} evaluations without improvement past warmup)", flush=True)
+    init_ray()
+    check_fits(run.workers, run.cpus_per_worker, run.gpus_per_worker)
+    summary = run_training(cfg, run)
+    out = out or storage.join(summary["run_path"], "model.pt2")
+    ckpt = storage.join(summary["best_checkpoint"], "checkpoint.pt")
+    export_model(ckpt, out, origin=dict(source=str(exp), retrained_from=origin["trial_id"], run=summary["run_path"]))
+    summary.update(model=out, sweep_best=origin)
+    if test:
+        m = evaluate(load_predictor(out), load_rows(test))
+        summary["test"] = {k: m[k] for k in ("full_match", "char_acc", "n")}
+    storage.write_text(storage.join(summary["run_path"], "summary.json"), json.dumps(summary, indent=2, default=str))
+    return summary

@@ -1,0 +1,155 @@
+"""The search space: one declarative table. Step-valued ranges are fractions of the trial's max_steps.
+
+Each entry: kind ('log', 'float', 'steps', 'choice') and its range. 'steps' bounds are fractions of
+max_steps, so a 1,000-step CPU trial and a 300,000-step GPU trial search the same *shape* of schedule.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+
+from trainable.config import TrainConfig
+
+
+@dataclass(frozen=True)
+class Param:
+    kind: str  # 'log' | 'float' | 'steps' (fraction of max_steps) | 'choice'
+    low: float = 0.0
+    high: float = 0.0
+    choices: tuple = ()
+
+
+DEFAULT_SPACE = {
+    # Adam's stable range for small conv nets spans two decades around the reference 1e-3; log scale
+    # because the effect of the LR is multiplicative.
+    "peak_lr": Param("log", 1e-4, 1e-2),
+    # Reference: 5000 of 300000 steps (1.7%). From none to a fifth of the run: longer warmups only
+    # delay learning, and ASHA's first rung comes after the longest warmup (see scheduler.py).
+    "warmup_steps": Param("steps", 0.0, 0.2),
+    # Reference: 150000 of 300000 steps = two cosine cycles. From four cycles (0.25) to one (1.0).
+    "cosine_period": Param("steps", 0.25, 1.0),
+    # Focal exponent: 0 is plain BCE, the reference is 2, the focal-loss paper found > 5 hurts.
+    "focal_gamma": Param("float", 0.0, 5.0),
+    # Weight of the right-symbol term: 1 (balanced) to 10; the reference is 3. One positive per
+    # position against C-1 negatives makes values > 1 plausible.
+    "focal_pos_weight": Param("float", 1.0, 10.0),
+}
+
+# The original project's run, to be evaluated first (its step values scale with max_steps).
+REFERENCE = dict(peak_lr=1e-3, warmup_steps=5000 / 300000, cosine_period=150000 / 300000, focal_gamma=2.0, focal_pos_weight=3.0)
+
+
+class SpaceError(ValueError):
+    """A search space that can't be searched; raised before Ray starts."""
+
+
+def parse_space(overrides: dict | None = None) -> dict[str, Param]:
+    """DEFAULT_SPACE with overrides {'name': {'low':..,'high':..} | {'choices': [...]} | {'kind':..}} applied, validated."""
+    space = dict(DEFAULT_SPACE)
+    fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
+    for name, spec in (overrides or {}).items():
+        if name not in fields:
+            raise SpaceError(f"unknown search parameter {name!r}; searchable settings: {sorted(fields)}")
+        if spec is None:  # null removes a parameter from the search (it keeps its fixed value)
+            space.pop(name, None)
+            continue
+        base = space.get(name, Param("choice" if "choices" in spec else "float"))
+        try:
+            space[name] = dataclasses.replace(base, **{k: tuple(v) if k == "choices" else v for k, v in spec.items()})
+        except TypeError:
+            raise SpaceError(f"bad range for {name}: {spec}; use {{'low': L, 'high': H}} or {{'choices': [...]}}") from None
+    for name, p in space.items():
+        check_param(name, p)
+    return space
+
+
+def check_param(name: str, p: Param) -> None:
+    if p.kind not in ("log", "float", "steps", "choice"):
+        raise SpaceError(f"{name}: kind must be log, float, steps or choice, not {p.kind!r}")
+    if p.kind == "choice":
+        if not p.choices:
+            raise SpaceError(f"{name}: a choice needs at least one value")
+        return
+    if p.low > p.high:
+        raise SpaceError(f"{name}: min {p.low:g} > max {p.high:g}; swap them")
+    if p.low < 0 or (p.kind == "log" and p.low <= 0):
+        raise SpaceError(f"{name}: bounds must be {'> 0 (log scale)' if p.kind == 'log' else '>= 0'}, got {p.low:g}")
+    if p.kind == "steps" and p.high > 1:
+        raise SpaceError(f"{name}: step ranges are fractions of --max-steps in [0, 1], got {p.high:g}")
+
+
+def parse_bound(text: str) -> tuple[str, dict]:
+    """'peak_lr=1e-4:1e-2' or 'loss=focal,ce' -> (name, override)."""
+    name, _, value = text.partition("=")
+    if not value:
+        raise SpaceError(f"--bound {text!r}: write NAME=LOW:HIGH or NAME=A,B,C")
+    if ":" in value:
+        low, high = value.split(":", 1)
+        try:
+            return name.strip(), dict(low=float(low), high=float(high))
+        except ValueError:
+            raise SpaceError(f"--bound {text!r}: LOW and HIGH must be numbers") from None
+    return name.strip(), dict(choices=[v.strip() for v in value.split(",")])
+
+
+def load_overrides(path: str | None, bounds=()) -> dict:
+    """Overrides from a JSON/YAML file, then --bound flags on top."""
+    overrides = {}
+    if path:
+        import yaml
+
+        with open(path) as f:
+            overrides = yaml.safe_load(f) or {}
+        if not isinstance(overrides, dict):
+            raise SpaceError(f"{path}: expected a mapping of parameter -> range")
+    overrides.update(parse_bound(b) for b in bounds)
+    return overrides
+
+
+def materialize(space: dict[str, Param], max_steps: int) -> dict[str, Param]:
+    """Turn 'steps' fractions into absolute step bounds (>= 1 for periods) for this budget."""
+    out = {}
+    for name, p in space.items():
+        if p.kind == "steps":
+            low = max(1 if name == "cosine_period" else 0, round(p.low * max_steps))
+            p = Param("int", low, max(low, round(p.high * max_steps)))
+        out[name] = p
+    return out
+
+
+def to_optuna(space: dict[str, Param]) -> dict:
+    """Optuna distributions (absolute values) for OptunaSearch."""
+    import optuna.distributions as d
+
+    dist = {}
+    for name, p in space.items():
+        if p.kind == "log":
+            dist[name] = d.FloatDistribution(p.low, p.high, log=True)
+        elif p.kind == "float":
+            dist[name] = d.FloatDistribution(p.low, p.high)
+        elif p.kind == "int":
+            dist[name] = d.IntDistribution(int(p.low), int(p.high))
+        else:
+            dist[name] = d.CategoricalDistribution(list(p.choices))
+    return dist
+
+
+def reference_point(space: dict[str, Param], max_steps: int, base: TrainConfig) -> dict:
+    """The original project's config restricted to the searched names, scaled to max_steps, clipped to range."""
+    point = {}
+    for name, p in materialize(space, max_steps).items():
+        value = REFERENCE.get(name, getattr(base, name))
+        if name in ("warmup_steps", "cosine_period"):
+            value = round(value * max_steps)
+        if p.kind != "choice":
+            value = min(max(value, p.low), p.high)
+        elif value not in p.choices:
+            value = p.choices[0]
+        point[name] = type(getattr(base, name))(value)
+    return point
+
+
+def describe(space: dict[str, Param]) -> str:
+    return json.dumps({k: dataclasses.asdict(v) for k, v in space.items()})

@@ -1,0 +1,132 @@
+"""`run_sweep`: Optuna TPE proposes, ASHA prunes, each trial is a multi-worker Ray Train run."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+import time
+from dataclasses import dataclass
+
+from search import scheduler
+from search.space import materialize, parse_space, reference_point, to_optuna
+from trainable import storage
+from trainable.config import TrainConfig
+
+STATE = "sweep.json"  # everything a later command needs to know about the sweep
+
+
+@dataclass(frozen=True)
+class SweepSettings:
+    storage: str = "experiments"  # local folder or URI (s3://, gs://, file://)
+    name: str = "sweep"  # experiment name: storage/name holds everything
+    data: str | None = None  # dataset folder; None = generate `spec` data into the experiment
+    spec: str = "easy"  # spec of generated data
+    data_n: int = 6000  # images to generate
+    num_samples: int = 8  # trials in total, the reference config first
+    workers_per_trial: int = 2
+    gpus_per_worker: float = 0.0
+    cpus_per_worker: float = 1.0
+    max_concurrent: int = 0  # 0 = derived from the cluster and the trial size
+    time_budget_s: float = 0.0  # 0 = no limit
+    seed: int = 0  # TPE sampler seed
+    searcher: str = "tpe"  # 'tpe' or 'random' (benchmarks)
+    scheduler: str = "asha"  # 'asha' or 'none' (benchmarks)
+
+
+def experiment_path(s: SweepSettings) -> str:
+    return storage.join(storage.normalize(s.storage), s.name)
+
+
+def build_searcher(s: SweepSettings, space: dict, reference: dict, exp: str):
+    import optuna
+    from ray.tune.search.optuna import OptunaSearch
+
+    if s.searcher == "random":
+        sampler = optuna.samplers.RandomSampler(seed=s.seed)
+    else:
+        sampler = optuna.samplers.TPESampler(seed=s.seed, multivariate=True, n_startup_trials=max(3, s.num_samples // 4))
+    # The live study goes next to the experiment (optuna-dashboard sqlite:///EXP/optuna.db) when it is local.
+    db = None if storage.is_uri(exp) else optuna.storages.RDBStorage(f"sqlite:///{exp}/optuna.db")
+    return OptunaSearch(to_optuna(space), metric=scheduler.METRIC, mode=scheduler.MODE, points_to_evaluate=[reference],
+                        sampler=sampler, study_name=f"captcha-tune-{s.name}", storage=db)
+
+
+def prepare_data(s: SweepSettings, exp: str) -> str:
+    """The dataset every trial reads, made once on the driver before any trial starts."""
+    from trainable.data import generate, read_meta
+
+    if s.data:
+        if not storage.exists(storage.join(storage.normalize(s.data), "meta.json")):
+            read_meta(s.data)  # raises the one-line "not a dataset" error
+        return storage.normalize(s.data)
+    path = storage.join(exp, "data")
+    if not storage.exists(storage.join(path, "meta.json")):
+        print(f"generating {s.data_n} '{s.spec}' captchas into {path}", flush=True)
+        if storage.is_uri(path):  # render locally, then put it on the shared storage for every node
+            import tempfile
+
+            with tempfile.TemporaryDirectory() as tmp:
+                storage.upload(generate(s.spec, s.data_n, tmp, seed=s.seed), path)
+        else:
+            generate(s.spec, s.data_n, path, seed=s.seed)
+    return path
+
+
+def run_sweep(s: SweepSettings, base: TrainConfig, space_overrides: dict | None = None, command: str = "") -> str:
+    """Launch (or resume) the sweep; returns the experiment path."""
+    from ray import tune
+
+    from cluster.connect import check_fits, init_ray, max_concurrent_trials
+    from search.trial import run_trial
+
+    space = materialize(parse_space(space_overrides), base.max_steps)  # bad bounds fail before Ray starts
+    exp = experiment_path(s)
+    state_file = storage.join(exp, STATE)
+    resuming = storage.exists(state_file)
+    if resuming:
+        saved = json.loads(storage.read_text(state_file))
+        if saved["settings"]["num_samples"] != s.num_samples or saved["base"]["max_steps"] != base.max_steps:
+            raise ValueError(f"{exp} already holds a sweep with other settings; resume it with the same flags or pick a new --name")
+        s, base = SweepSettings(**saved["settings"]), TrainConfig.from_dict(saved["base"])
+    base = base.replace(data_dir=prepare_data(s, exp))
+    longest_warmup = int(space["warmup_steps"].high) if "warmup_steps" in space else base.warmup_steps
+    rung_steps = scheduler.rungs(base.max_steps, base.eval_every, longest_warmup)
+
+    init_ray()
+    check_fits(s.workers_per_trial, s.cpus_per_worker, s.gpus_per_worker)
+    concurrent = s.max_concurrent or max_concurrent_trials(s.workers_per_trial, s.cpus_per_worker, s.gpus_per_worker)
+    reference = reference_point(space, base.max_steps, base)
+    if not resuming:
+        storage.write_text(state_file, json.dumps(dict(
+            settings=dataclasses.asdict(s), base=base.to_dict(), space={k: dataclasses.asdict(v) for k, v in space.items()},
+            reference=reference, rungs=rung_steps, command=command, created=time.time()), indent=2))
+
+    print(scheduler.rung_plan(base.max_steps, base.eval_every, longest_warmup, s.num_samples) if s.scheduler == "asha"
+          else "no early stopping: every trial runs to max_steps", flush=True)
+    print(f"{s.num_samples} trials x {s.workers_per_trial} workers, {concurrent} at a time; experiment {exp}", flush=True)
+
+    run = dict(workers=s.workers_per_trial, gpus_per_worker=s.gpus_per_worker, cpus_per_worker=s.cpus_per_worker,
+               storage=storage.join(exp, "train"))
+    # The trial itself holds no CPU: its Train workers do (a CPU here would starve a 2-worker trial on 2 CPUs).
+    trainable = tune.with_resources(tune.with_parameters(run_trial, base=base.to_dict(), run=run), {"cpu": 0, "memory": 1})
+    if resuming and tune.Tuner.can_restore(exp):
+        print(f"resuming {exp}", flush=True)
+        tuner = tune.Tuner.restore(exp, trainable=trainable, resume_unfinished=True, resume_errored=False)
+    else:
+        tuner = tune.Tuner(
+            trainable,
+            tune_config=tune.TuneConfig(
+                search_alg=build_searcher(s, space, reference, exp),
+                scheduler=scheduler.build_asha(base.max_steps, rung_steps[0] if rung_steps else base.max_steps) if s.scheduler == "asha" else None,
+                num_samples=s.num_samples, max_concurrent_trials=concurrent, time_budget_s=s.time_budget_s or None,
+            ),
+            run_config=tune.RunConfig(name=s.name, storage_path=storage.normalize(s.storage), verbose=1,
+                                      failure_config=tune.FailureConfig(max_failures=0)),
+        )
+    tuner.fit()
+    return exp
+
+
+def main_command() -> str:
+    return " ".join(["captcha-tune", *sys.argv[1:]])

@@ -1,0 +1,17 @@
+"""One sweep trial: a Tune function trainable that runs the foundation's TorchTrainer driver."""
+
+from __future__ import annotations
+
+
+def run_trial(config: dict, base: dict, run: dict) -> None:
+    """config: the searcher's values; base: the fixed TrainConfig values; run: RunSettings fields."""
+    from ray import tune
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    from trainable.config import TrainConfig
+    from trainable.driver import RunSettings, run_training
+
+    cfg = TrainConfig.from_dict({**base, **config})
+    # The Train run is named after the Tune trial, so a restarted trial finds its checkpoints.
+    settings = RunSettings(**run, name=tune.get_context().get_trial_id())
+    run_training(cfg, settings, callbacks=[TuneReportCallback()])
