@@ -14,7 +14,7 @@ import pandas as pd
 from trainable import storage
 
 HISTORY_COLUMNS = ["step", "lr", "train_loss", "val_full_match", "val_char_acc", "val_loss", "train_seconds",
-                   "images_per_s", "diverged", "checkpoint_path", "time_total_s", "timestamp"]
+                   "images_per_s", "diverged", "start_step", "node_id", "checkpoint_path", "time_total_s", "timestamp"]
 METRICS = ["val_full_match", "val_char_acc", "val_loss"]
 
 

@@ -78,6 +78,7 @@ def run_sweep(s: SweepSettings, base: TrainConfig, space_overrides: dict | None 
     from ray import tune
 
     from cluster.connect import check_fits, init_ray, max_concurrent_trials
+    from cluster.storage_check import check_storage
     from search.trial import run_trial
 
     space = materialize(parse_space(space_overrides), base.max_steps)  # bad bounds fail before Ray starts
@@ -95,6 +96,7 @@ def run_sweep(s: SweepSettings, base: TrainConfig, space_overrides: dict | None 
 
     init_ray()
     check_fits(s.workers_per_trial, s.cpus_per_worker, s.gpus_per_worker)
+    check_storage(exp)  # writable from the driver and every node, before any trial runs
     concurrent = s.max_concurrent or max_concurrent_trials(s.workers_per_trial, s.cpus_per_worker, s.gpus_per_worker)
     reference = reference_point(space, base.max_steps, base)
     if not resuming:

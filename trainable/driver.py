@@ -56,9 +56,8 @@ def run_training(cfg: TrainConfig, run: RunSettings, callbacks=()) -> dict:
     """Train to the end (or early stop) and write `summary.json` in the run folder; returns it."""
     cfg = cfg.replace(data_dir=storage.normalize(cfg.data_dir))  # workers run in other folders
     result = build_trainer(cfg, run, callbacks).fit()
-    if result.metrics and result.metrics.get("diverged"):
-        m = result.metrics
-        raise DivergedError(f"diverged: train loss {m['train_loss']} at step {m['step']} with peak_lr={cfg.peak_lr:g}; lower peak_lr")
+    if result.return_value:  # the workers' reason for ending early
+        raise DivergedError(result.return_value)
     best_ckpt, best_metrics = max(result.best_checkpoints or [], key=lambda cm: cm[1][METRIC], default=(None, {}))
     summary = dict(
         run_path=result.path, config=cfg.to_dict(), workers=run.workers, gpus_per_worker=run.gpus_per_worker,

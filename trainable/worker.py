@@ -9,6 +9,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import ray
 import ray.train
 import ray.train.torch
 import torch
@@ -33,7 +34,8 @@ def quiet_report_logs() -> None:
     logging.getLogger(context.__file__).setLevel(logging.WARNING)
 
 
-def train_fn_per_worker(config: dict) -> None:
+def train_fn_per_worker(config: dict) -> str | None:
+    """Returns None, or why the run ended early (divergence)."""
     cfg = TrainConfig.from_dict(config)  # typos fail here, before any compute
     quiet_report_logs()
     ctx = ray.train.get_context()
@@ -87,13 +89,13 @@ def train_fn_per_worker(config: dict) -> None:
             train_seconds += interval
             if not math.isfinite(train_loss):  # report it and end cleanly: retrying a divergence only repeats it
                 ray.train.report(dict(step=step, lr=lr, train_loss=train_loss, val_full_match=0.0, diverged=1.0))
-                return
+                return f"diverged: train loss {train_loss} at step {step} with peak_lr={cfg.peak_lr:g}; lower peak_lr"
             metrics = evaluate(model, val_x, val_y, cfg, device, rank, world)
             improved = metrics["val_full_match"] > best
             best = max(best, metrics["val_full_match"])
             evals_since_best = 0 if improved or step <= cfg.warmup_steps else evals_since_best + 1
             metrics.update(step=step, epoch=step / steps_per_epoch, lr=lr, train_loss=train_loss, best_val_full_match=best,
-                           evals_since_best=evals_since_best, diverged=0.0, start_step=start_step, train_seconds=train_seconds, world_size=world,
+                           evals_since_best=evals_since_best, diverged=0.0, start_step=start_step, node_id=ray.get_runtime_context().get_node_id(), train_seconds=train_seconds, world_size=world,
                            images_per_s=n_loss * cfg.batch_size / interval)
             stop = step >= cfg.max_steps or (cfg.patience and evals_since_best >= cfg.patience)
             with tempfile.TemporaryDirectory() as tmp:

@@ -12,6 +12,7 @@ def register(sub) -> None:
     p.add_argument("--patience", type=int, default=5, help="evaluations past warmup without improvement before stopping")
     p.add_argument("--name", default="retrain", help="run name under EXP/retrain; the same name resumes")
     p.add_argument("--out", default=None, help="exported model path (default: the run folder's model.pt2)")
+    p.add_argument("--data", default=None, help="train on this dataset instead of the sweep's (same charset)")
     p.add_argument("--test", default=None, help="held-out Parquet or dataset to evaluate the exported model on")
     p.set_defaults(func=run)
 
@@ -19,7 +20,7 @@ def register(sub) -> None:
 def run(args) -> None:
     from results.retrain import retrain
 
-    s = retrain(args.exp, args.workers, args.gpus_per_worker, args.max_steps, args.patience, args.name, args.out, args.test)
+    s = retrain(args.exp, args.workers, args.gpus_per_worker, args.max_steps, args.patience, args.name, args.out, args.test, args.data)
     m = s["best_metrics"]
     print(f"best val_full_match {m.get('val_full_match', 0):.4f} at step {m.get('step')} "
           f"(sweep best {s['sweep_best']['val_full_match']:.4f}); model {s['model']}")

@@ -1,0 +1,78 @@
+"""After a real sweep (subprocess drivers, one embedded Ray at a time): the results command writes the
+tables/plots/report, export gives a standalone model equal to the checkpoint, and retrain trains the best
+config further than the sweep did, resumes after SIGINT, and exports."""
+
+import glob
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pandas as pd
+import pytest
+
+from conftest import TINY, cli
+
+FLAGS = [x for k, v in TINY.items() for x in (f"--{k.replace('_', '-')}", str(v))]
+
+
+@pytest.fixture(scope="module")
+def exp(easy_data, tmp_path_factory):
+    storage = tmp_path_factory.mktemp("exp")
+    cli("sweep", "--storage", storage, "--name", "s", "--data", easy_data, "--num-samples", 5, *FLAGS)
+    return storage / "s"
+
+
+def test_results_tables_plots_report(exp, tmp_path):
+    out = cli("results", exp).stdout
+    assert "leaderboard" in out and "best trial" in out
+    trials = pd.read_parquet(exp / "results" / "trials.parquet")
+    history = pd.read_parquet(exp / "results" / "history.parquet")
+    assert len(trials) == 5 and trials["trial_id"].is_unique
+    assert trials["status"].str.match(r"completed|stopped by ASHA at step \d+ \(rung \d\)").all()
+    assert (trials["status"] == "completed").any()
+    # one history row per report: every trial reported every eval_every steps up to where it ran
+    assert history.groupby("trial_id").size().to_dict() == (trials.set_index("trial_id")["steps_run"] // TINY["eval_every"]).to_dict()
+    for c in ("peak_lr", "warmup_steps", "cosine_period", "focal_gamma", "focal_pos_weight", "best_val_full_match", "worker_seconds"):
+        assert trials[c].notna().all(), c
+    pngs = glob.glob(str(exp / "results" / "*.png"))
+    assert len(pngs) >= 4 and all(os.path.getsize(p) > 5000 for p in pngs)
+    report = (exp / "results" / "report.md").read_text()
+    assert "captcha-tune sweep" in report and ".png" in report
+
+
+def test_export_matches_checkpoint_standalone(exp, tmp_path):
+    out = tmp_path / "model.pt2"
+    said = cli("export", exp, "--out", out).stdout
+    assert out.exists() and "trial" in said
+    from results.experiment import best_in_hindsight
+    from results.predict import load_predictor, read_images
+
+    ckpt, origin = best_in_hindsight(exp)
+    rows = read_images([os.path.join(str(exp), "data", "val-00000.parquet")])[:16]
+    images = [r[1] for r in rows]
+    assert load_predictor(out).predict(images) == load_predictor(ckpt).predict(images)
+    meta = load_predictor(out).origin
+    assert meta["origin"]["trial_id"] == origin["trial_id"] and meta["origin"]["step"] == origin["step"]
+
+
+def test_retrain_resumes_after_sigint_and_is_at_least_as_good(exp, easy_data, tmp_path):
+    steps = 3 * TINY["max_steps"]
+    cmd = [sys.executable, "-m", "captcha_tune", "retrain", str(exp), "--max-steps", str(steps), "--patience", "0"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while len(glob.glob(str(exp / "retrain" / "retrain" / "checkpoint_*"))) < 1:
+        assert proc.poll() is None and time.time() < deadline, "retrain never checkpointed"
+        time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    proc.wait(timeout=120)
+    assert not (exp / "retrain" / "retrain" / "model.pt2").exists(), "interrupted before the end"
+
+    cli("retrain", exp, "--max-steps", steps, "--patience", 0, "--test", os.path.join(easy_data, "val-00000.parquet"))
+    summary = json.loads((exp / "retrain" / "retrain" / "summary.json").read_text())
+    assert summary["final_metrics"]["start_step"] > 0, "resumed from its checkpoint, not from zero"
+    assert summary["final_metrics"]["step"] == steps
+    assert summary["best_metrics"]["val_full_match"] >= summary["sweep_best"]["val_full_match"]
+    assert os.path.exists(summary["model"]) and 0 <= summary["test"]["full_match"] <= 1

@@ -1,0 +1,57 @@
+"""`captcha-tune train` end to end: 2 gloo DDP workers on real Ray learn, checkpoint, and resume at the right step."""
+
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from conftest import TINY, cli
+from trainable import checkpoint
+from trainable.data import load_split
+from trainable.model import build_model
+from trainable.config import TrainConfig
+from trainable.step import evaluate
+
+
+def flags(d):
+    return [x for k, v in d.items() for x in (f"--{k.replace('_', '-')}", v)]
+
+
+def test_train_learns_checkpoints_and_resumes(easy_data, tmp_path):
+    settings = {**TINY, "max_steps": 120, "cosine_period": 120, "eval_every": 30, "loss": "ce", "peak_lr": 3e-3}
+    cli("train", "--data-dir", easy_data, "--workers", 2, "--storage", tmp_path, "--name", "run", *flags(settings))
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["final_metrics"]["step"] == 120 and summary["final_metrics"]["world_size"] == 2
+
+    # better than the untrained model on the validation set
+    cfg = TrainConfig(data_dir=easy_data, **settings)
+    vx, vy, meta = load_split(easy_data, "val", cfg.img_height, cfg.img_width)
+    torch.manual_seed(0)
+    untrained = evaluate(build_model(cfg, len(meta["charset"]), meta["max_len"]), vx, vy, cfg, torch.device("cpu"))
+    best = summary["best_metrics"]
+    assert best["val_char_acc"] > untrained["val_char_acc"] + 0.1
+    assert best["val_full_match"] > untrained["val_full_match"]
+
+    # the best checkpoint is a loadable file with its step and settings
+    state = checkpoint.load(Path(summary["best_checkpoint"]))
+    assert state["step"] == best["step"] and state["config"]["loss"] == "ce" and state["charset"] == meta["charset"]
+
+    # a second run with the same name continues from the latest checkpoint, not from zero
+    cli("train", "--data-dir", easy_data, "--workers", 2, "--storage", tmp_path, "--name", "run", *flags({**settings, "max_steps": 180}))
+    resumed = json.loads((tmp_path / "run" / "summary.json").read_text())["final_metrics"]
+    assert resumed["start_step"] == 120 and resumed["step"] == 180
+
+
+def test_impossible_worker_request_fails_fast(easy_data, tmp_path):
+    t0 = time.time()
+    proc = cli("train", "--data-dir", easy_data, "--workers", 16, "--storage", tmp_path, *flags(TINY), check=False)
+    assert proc.returncode == 2
+    err = proc.stderr.strip().splitlines()[-1]
+    assert err.startswith("error: asked for 16 worker(s)") and "the cluster has" in err and "Traceback" not in proc.stderr
+    assert time.time() - t0 < 60
+
+
+def test_missing_dataset_is_one_line(tmp_path):
+    proc = cli("train", "--data-dir", tmp_path / "nope", "--storage", tmp_path, check=False)
+    assert proc.returncode == 2 and "not a dataset" in proc.stderr and "Traceback" not in proc.stderr
