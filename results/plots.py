@@ -1,0 +1,229 @@
+"""Plots of a sweep from its two tables (trials, history): each function writes one PNG and returns its path.
+
+Learning curves, each searched parameter against the best metric (the tuning playbook's check for a best
+point on the search boundary), the LR schedules of the top trials, and Optuna's parameter importances.
+"""
+
+from __future__ import annotations
+
+import math
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from trainable.schedule import lr_at  # noqa: E402
+
+METRIC = "best_val_full_match"
+STATUS_STYLE = {  # status class -> line/marker style
+    "completed": dict(color="tab:green", lw=1.8, alpha=0.9),
+    "stopped by ASHA": dict(color="tab:orange", lw=1.2, alpha=0.8, zorder=3),  # above the completed lines they share
+    "errored": dict(color="tab:red", lw=1.0, alpha=0.8, ls="--", zorder=3),
+    "running": dict(color="tab:gray", lw=1.0, alpha=0.7, ls=":"),
+}
+
+
+def status_class(status: str) -> str:
+    """'completed' | 'stopped by ASHA' | 'errored' | 'running' (running, pending, ...)."""
+    status = str(status)
+    if status == "completed":
+        return "completed"
+    if status.startswith("stopped"):
+        return "stopped by ASHA"
+    if status.startswith("errored"):
+        return "errored"
+    return "running"
+
+
+def best_trial(trials: pd.DataFrame):
+    """The row with the highest best_val_full_match, or None before any report."""
+    done = trials[trials[METRIC].notna()] if METRIC in trials else trials.iloc[0:0]
+    return done.loc[done[METRIC].idxmax()] if len(done) else None
+
+
+def _message(out, text: str) -> str:
+    fig, ax = plt.subplots(figsize=(6, 2))
+    ax.text(0.5, 0.5, text, ha="center", va="center", fontsize=12)
+    ax.axis("off")
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return str(out)
+
+
+def learning_curves(history: pd.DataFrame, trials: pd.DataFrame, out, rungs=()) -> str:
+    """val_full_match vs step, one line per trial coloured by its status; dotted lines at the ASHA rungs."""
+    if not {"step", "val_full_match"} <= set(history.columns) or history["val_full_match"].notna().sum() == 0:
+        return _message(out, "no validation reports yet")
+    statuses = dict(zip(trials["trial_id"], trials["status"])) if len(trials) else {}
+    counts = {}
+    fig, ax = plt.subplots(figsize=(9.5, 4.5))
+    for tid, h in history[history["val_full_match"].notna()].groupby("trial_id", sort=True):
+        h = h.sort_values("step")
+        cls = status_class(statuses.get(tid, "running"))
+        counts[cls] = counts.get(cls, 0) + 1
+        style = STATUS_STYLE[cls]
+        ax.plot(h["step"], h["val_full_match"], **style)
+        if cls in ("stopped by ASHA", "errored"):  # mark where the trial ended
+            ax.plot(h["step"].iloc[-1], h["val_full_match"].iloc[-1], marker="x", ms=6, color=style["color"], ls="none", zorder=3)
+    if "diverged" in history:  # a report of a diverged run (NaN loss): its metrics are not a model's
+        d = history[history["diverged"].fillna(0).astype(bool) & history["val_full_match"].notna()]
+        if len(d):
+            ax.plot(d["step"], d["val_full_match"], marker="v", ms=8, color="black", ls="none", zorder=4, label="diverged report")
+    best = best_trial(trials)
+    if best is not None:
+        ax.plot(best["best_step"], best[METRIC], marker="*", ms=14, color="gold", mec="black", ls="none", zorder=5,
+                label=f"best: {best['trial_id']} ({best[METRIC]:.3f})")
+    for i, r in enumerate(rungs, 1):
+        ax.axvline(r, color="black", ls=":", lw=1)
+        ax.annotate(f"rung {i}", (r, 1), xycoords=("data", "axes fraction"), xytext=(3, -12), textcoords="offset points", fontsize=8)
+    handles = [plt.Line2D([], [], **style, label=f"{c} ({counts[c]})") for c, style in STATUS_STYLE.items() if c in counts]
+    ax.legend(handles=handles + ax.get_legend_handles_labels()[0], fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))
+    top = max(0.05, history["val_full_match"].max())
+    ax.set(xlabel="step", ylabel="val_full_match", title="Validation full match per trial", xlim=(0, None),
+           ylim=(-0.04 * top, 1.12 * top))  # below 0 so trials that never matched a captcha stay visible
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return str(out)
+
+
+def _matches(row, point: dict) -> bool:
+    for k, v in point.items():
+        x = row.get(k)
+        if isinstance(v, (int, float)) and not isinstance(v, bool):
+            if x is None or pd.isna(x) or not math.isclose(float(x), float(v), rel_tol=1e-6, abs_tol=1e-12):
+                return False
+        elif x != v:
+            return False
+    return True
+
+
+def params_vs_metric(trials: pd.DataFrame, space: dict, out, reference: dict | None = None) -> str:
+    """One panel per searched parameter: its value vs best_val_full_match, over the whole search range."""
+    done = trials[trials[METRIC].notna()] if len(trials) and METRIC in trials else trials.iloc[0:0]
+    if not len(done) or not space:
+        return _message(out, "no trials with validation reports yet")
+    best = best_trial(done)
+    top = max(0.05, done[METRIC].max())
+    ref = next((r for _, r in done.iterrows() if reference and _matches(r, reference)), None)
+    ncols = min(3, len(space))
+    nrows = math.ceil(len(space) / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4.2 * ncols, 3.4 * nrows), squeeze=False)
+    for ax, (name, p) in zip(axes.flat, space.items()):
+        if p["kind"] == "choice":
+            choices = list(p["choices"])
+            to_x = lambda v: choices.index(v) if v in choices else math.nan  # noqa: E731
+            ax.set_xticks(range(len(choices)), [str(c) for c in choices])
+            ax.set_xlim(-0.5, len(choices) - 0.5)
+        else:
+            to_x = lambda v: float(v) if v is not None and pd.notna(v) else math.nan  # noqa: E731
+            for edge in (p["low"], p["high"]):  # the search range, to see a best point on its boundary
+                ax.axvline(edge, color="gray", lw=0.8, ls="--")
+            if p["kind"] == "log":
+                ax.set_xscale("log")
+                pad = (p["high"] / p["low"]) ** 0.04
+                ax.set_xlim(p["low"] / pad, p["high"] * pad)
+            else:
+                pad = 0.04 * (p["high"] - p["low"]) or 0.5
+                ax.set_xlim(p["low"] - pad, p["high"] + pad)
+        classes = done["status"].map(status_class)
+        for cls in [c for c in STATUS_STYLE if c in set(classes)]:
+            g = done[classes == cls]
+            ax.scatter([to_x(v) for v in g[name]], g[METRIC], s=28, color=STATUS_STYLE[cls]["color"], alpha=0.8, label=cls)
+        if ref is not None:
+            ax.scatter([to_x(ref[name])], [ref[METRIC]], s=140, facecolors="none", edgecolors="black", lw=1.5, label="reference")
+        ax.scatter([to_x(best[name])], [best[METRIC]], s=200, marker="*", color="gold", edgecolors="black", zorder=5, label="best")
+        ax.set(xlabel=name + (" (log)" if p["kind"] == "log" else ""), ylabel="best val_full_match", ylim=(-0.04 * top, 1.12 * top))
+        ax.grid(alpha=0.3)
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    spare = list(axes.flat)[len(space):]
+    for ax in spare:
+        ax.axis("off")
+    if spare:  # the legend in the first empty panel, else beside the top right one
+        spare[0].legend(handles, labels, loc="center", fontsize=9)
+    else:
+        axes.flat[ncols - 1].legend(handles, labels, loc="upper left", bbox_to_anchor=(1.02, 1), fontsize=8)
+    fig.suptitle("Searched hyperparameters vs best val_full_match (dashed: search range)")
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return str(out)
+
+
+def lr_schedules(trials: pd.DataFrame, base: dict, out, top: int = 5) -> str:
+    """The LR schedule (trainable.schedule.lr_at) of the `top` best trials over the base max_steps."""
+    done = trials[trials[METRIC].notna()].sort_values(METRIC, ascending=False).head(top) if len(trials) and METRIC in trials else []
+    if not len(done):
+        return _message(out, "no trials with validation reports yet")
+    max_steps = int(base["max_steps"])
+    steps = range(0, max_steps + 1, max(1, max_steps // 500))
+    fig, ax = plt.subplots(figsize=(8.5, 3.8))
+    for i, (_, t) in enumerate(done.iterrows()):
+        kw = {k: t[k] if k in t and pd.notna(t[k]) else base[k] for k in ("peak_lr", "warmup_steps", "cosine_period")}
+        kw = dict(peak_lr=float(kw["peak_lr"]), min_lr=float(base["min_lr"]), warmup_steps=int(kw["warmup_steps"]), cosine_period=int(kw["cosine_period"]))
+        ax.plot(list(steps), [lr_at(s, **kw) for s in steps], lw=2.2 if i == 0 else 1.2,
+                label=f"{t['trial_id']}: {t[METRIC]:.3f} ({status_class(t['status'])})")
+    ax.set(xlabel="step", ylabel="learning rate", yscale="log", title=f"LR schedules of the top {len(done)} trials (label: best val_full_match)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return str(out)
+
+
+def _study(trials: pd.DataFrame, space: dict):
+    """An in-memory Optuna study of the completed and ASHA-stopped trials, valued by best_val_full_match."""
+    import optuna
+
+    from search.space import Param, to_optuna
+
+    dists = to_optuna({k: Param(p["kind"], p.get("low", 0.0), p.get("high", 0.0), tuple(p.get("choices") or ())) for k, p in space.items()})
+    finished = trials[trials["status"].map(status_class).isin(["completed", "stopped by ASHA"]) & trials[METRIC].notna()]
+    study = optuna.create_study(direction="maximize")
+    for _, t in finished.iterrows():
+        params = {k: (int(t[k]) if isinstance(d, optuna.distributions.IntDistribution) else t[k] if isinstance(d, optuna.distributions.CategoricalDistribution)
+                      else float(t[k])) for k, d in dists.items()}
+        study.add_trial(optuna.trial.create_trial(params=params, distributions=dists, value=float(t[METRIC])))
+    return study
+
+
+def importance(trials: pd.DataFrame, space: dict, out) -> tuple[str, dict]:
+    """Optuna fANOVA importances of the searched parameters for best_val_full_match (PED-ANOVA if fANOVA fails).
+
+    Needs two or more finished (completed or ASHA-stopped) trials with different values; otherwise the
+    PNG says so and the dict is empty.
+    """
+    import optuna
+
+    verbosity = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # no "A new study created in memory" line
+    try:
+        study = _study(trials, space) if len(trials) and space else None
+        values = {t.value for t in study.trials} if study else set()
+        if len(values) < 2:
+            return _message(out, "not enough finished trials\nfor parameter importances"), {}
+        try:
+            imp = optuna.importance.get_param_importances(study, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0))
+            method = "fANOVA"
+        except Exception as e:  # fANOVA can fail on tiny or degenerate studies; PED-ANOVA needs no model
+            print(f"importance: fANOVA failed ({str(e).split('.')[0]}); using PED-ANOVA")
+            imp = optuna.importance.get_param_importances(study, evaluator=optuna.importance.PedAnovaImportanceEvaluator())
+            method = "PED-ANOVA"
+    finally:
+        optuna.logging.set_verbosity(verbosity)
+    imp = {k: float(v) for k, v in imp.items()}
+    names = sorted(imp, key=imp.get)
+    fig, ax = plt.subplots(figsize=(6, 0.45 * len(names) + 1.3))
+    ax.barh(names, [imp[n] for n in names], color="tab:blue")
+    for i, n in enumerate(names):
+        ax.text(imp[n], i, f" {imp[n]:.2f}", va="center", fontsize=8)
+    ax.set(xlabel="importance (sums to 1)", xlim=(0, max(1e-9, max(imp.values())) * 1.2),
+           title=f"Parameter importance for best val_full_match\n({method}, {len(study.trials)} finished trials)")
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return str(out), imp

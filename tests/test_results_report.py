@@ -1,0 +1,143 @@
+"""Results of a sweep without Ray, on synthetic tables: every plot writes a PNG that PIL opens (learning
+curves with completed, ASHA-stopped, errored and running trials; parameters vs metric with a log-scale
+parameter; LR schedules; importances); Optuna importances cover exactly the searched parameters and sum
+to 1 for three or more finished trials, and are empty with a "not enough" PNG otherwise; edge_warnings
+flags a best point on the boundary of a log range and not an interior one; write_report and
+`captcha-tune results` write report.md embedding the plots, also for a sweep still running."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pandas as pd
+import pytest
+from PIL import Image
+
+from results import experiment, plots
+from results.report import markdown_table, write_report
+
+SPACE = {
+    "peak_lr": dict(kind="log", low=1e-4, high=1e-2, choices=[]),
+    "warmup_steps": dict(kind="int", low=0, high=100, choices=[]),
+    "cosine_period": dict(kind="int", low=125, high=500, choices=[]),
+    "focal_gamma": dict(kind="float", low=0.0, high=5.0, choices=[]),
+}
+BASE = dict(peak_lr=1e-3, min_lr=1e-5, warmup_steps=10, cosine_period=250, max_steps=500)
+REFERENCE = dict(peak_lr=1e-3, warmup_steps=8, cosine_period=250, focal_gamma=2.0)
+RUNGS = [100, 300]
+# trial_id, params, status, last step reported, final val_full_match
+TRIALS = [
+    ("t0", REFERENCE, "completed", 500, 0.60),
+    ("t1", dict(peak_lr=3e-3, warmup_steps=40, cosine_period=400, focal_gamma=1.0), "completed", 500, 0.85),
+    ("t2", dict(peak_lr=2e-4, warmup_steps=90, cosine_period=130, focal_gamma=4.5), "stopped by ASHA at step 100 (rung 1)", 100, 0.05),
+    ("t3", dict(peak_lr=6e-3, warmup_steps=20, cosine_period=300, focal_gamma=3.0), "stopped by ASHA at step 300 (rung 2)", 300, 0.40),
+    ("t4", dict(peak_lr=9e-3, warmup_steps=5, cosine_period=200, focal_gamma=0.5), "errored: RuntimeError: loss diverged", 150, 0.10),
+    ("t5", dict(peak_lr=1e-3, warmup_steps=50, cosine_period=250, focal_gamma=2.5), "running", 0, math.nan),
+]
+
+
+def tables(rows=TRIALS) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(trials, history) shaped like results.experiment.load's, with curves rising to each final value."""
+    trials, history = [], []
+    for tid, params, status, last, final in rows:
+        steps = list(range(50, last + 1, 50))
+        vals = [final * s / last for s in steps]
+        history += [dict(trial_id=tid, step=s, lr=1e-3, train_loss=1 - v, val_full_match=v, val_char_acc=min(1, v + 0.1), val_loss=1 - v,
+                         diverged=float(status.startswith("errored") and s == last)) for s, v in zip(steps, vals)]
+        trials.append(dict(trial_id=tid, **params, best_val_full_match=max(vals) if vals else math.nan, best_step=steps[-1] if steps else 0,
+                           steps_run=last, status=status, wall_seconds=10.0, worker_seconds=20.0, gpu_seconds=0.0))
+    return pd.DataFrame(trials), pd.DataFrame(history, columns=["trial_id", "step", "lr", "train_loss", "val_full_match", "val_char_acc", "val_loss", "diverged"])
+
+
+def assert_png(path):
+    with Image.open(path) as im:
+        assert im.format == "PNG" and im.size[0] > 100 and im.size[1] > 100
+
+
+def test_each_plot_writes_a_png(tmp_path):
+    trials, history = tables()
+    assert_png(plots.learning_curves(history, trials, tmp_path / "curves.png", rungs=RUNGS))
+    assert_png(plots.params_vs_metric(trials, SPACE, tmp_path / "params.png", reference=REFERENCE))
+    assert_png(plots.lr_schedules(trials, BASE, tmp_path / "lr.png", top=3))
+    path, _ = plots.importance(trials, SPACE, tmp_path / "importance.png")
+    assert_png(path)
+
+
+def test_importance_sums_to_one_over_the_searched_parameters(tmp_path):
+    trials, _ = tables()  # 4 finished (2 completed, 2 stopped) with different values; errored and running left out
+    _, imp = plots.importance(trials, SPACE, tmp_path / "importance.png")
+    assert set(imp) == set(SPACE)
+    assert sum(imp.values()) == pytest.approx(1.0, abs=1e-6)
+    assert all(v >= 0 for v in imp.values())
+
+
+@pytest.mark.parametrize("rows", [TRIALS[:1] + TRIALS[4:], [TRIALS[0], (*TRIALS[1][:4], TRIALS[0][4])]],
+                         ids=["one finished", "two finished, same value"])
+def test_importance_needs_two_distinct_finished_trials(tmp_path, rows):
+    trials, _ = tables(rows)
+    path, imp = plots.importance(trials, SPACE, tmp_path / "importance.png")
+    assert imp == {}
+    assert_png(path)
+
+
+def test_plots_before_any_report(tmp_path):
+    trials, history = tables(TRIALS[5:])
+    assert_png(plots.learning_curves(history, trials, tmp_path / "curves.png", rungs=RUNGS))
+    assert_png(plots.params_vs_metric(trials, SPACE, tmp_path / "params.png"))
+    assert_png(plots.lr_schedules(trials, BASE, tmp_path / "lr.png"))
+    assert plots.importance(trials, SPACE, tmp_path / "importance.png")[1] == {}
+
+
+def test_edge_warnings_flag_a_best_point_on_a_log_boundary():
+    trials, _ = tables()
+    best = trials["best_val_full_match"].idxmax()
+    trials.loc[best, "peak_lr"] = 1.05e-4  # log position 0.01 of [1e-4, 1e-2]; linearly it would be far more interior
+    warnings = experiment.edge_warnings(trials, SPACE)
+    assert len(warnings) == 1 and "peak_lr" in warnings[0] and "lower edge" in warnings[0]
+    trials.loc[best, "peak_lr"] = 1e-3  # the log midpoint
+    assert experiment.edge_warnings(trials, SPACE) == []
+
+
+def fake_experiment(tmp_path, monkeypatch, rows=TRIALS):
+    """An experiment folder with sweep.json and optuna.db, its tables served without Ray."""
+    exp = tmp_path / "exp"
+    exp.mkdir()
+    sweep = dict(settings=dict(num_samples=len(rows), workers_per_trial=2, searcher="tpe", scheduler="asha"), base=BASE,
+                 space=SPACE, reference=REFERENCE, rungs=RUNGS, command="captcha-tune sweep --storage x --name exp")
+    (exp / "sweep.json").write_text(json.dumps(sweep))
+    (exp / "optuna.db").write_bytes(b"")
+    monkeypatch.setattr(experiment, "load", lambda _: tables(rows) if rows else (pd.DataFrame(), pd.DataFrame()))
+    return exp
+
+
+@pytest.mark.parametrize("rows", [TRIALS, TRIALS[5:], []], ids=["finished", "running, no reports", "no trials"])
+def test_write_report(tmp_path, monkeypatch, rows):
+    exp = fake_experiment(tmp_path, monkeypatch, rows)
+    report = write_report(exp)
+    text = open(report).read()
+    assert report == str(exp / "results" / "report.md")
+    assert "captcha-tune sweep --storage x --name exp" in text
+    assert f"optuna-dashboard sqlite:///{exp}/optuna.db" in text
+    for name in ["learning_curves.png", "params_vs_metric.png", "importance.png", "lr_schedules.png"] if rows else []:
+        assert f"]({name})" in text
+        assert_png(exp / "results" / name)
+    if rows == TRIALS:
+        assert "| t1 | 0.85 |" in text and "2 completed, 2 stopped by ASHA, 1 errored, 1 running/pending" in text
+        assert "peak_lr = 0.003" in text and "has no checkpoint yet" in text
+
+
+def test_results_command(tmp_path, monkeypatch, capsys):
+    from captcha_tune.cli import main
+
+    exp = fake_experiment(tmp_path, monkeypatch)
+    main(["results", str(exp), "--out", str(tmp_path / "out")])
+    printed = capsys.readouterr().out
+    assert "best trial t1" in printed
+    for name in ["report.md", "trials.parquet", "history.parquet"]:
+        assert str(tmp_path / "out" / name) in printed and (tmp_path / "out" / name).stat().st_size > 0
+
+
+def test_markdown_table():
+    df = pd.DataFrame(dict(a=["x|y", "z"], b=[0.123456, math.nan]))
+    assert markdown_table(df).splitlines() == ["| a | b |", "| --- | --- |", "| x\\|y | 0.1235 |", "| z |  |"]
