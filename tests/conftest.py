@@ -20,7 +20,7 @@ TINY = dict(channels=8, max_steps=40, eval_every=10, warmup_steps=4, cosine_peri
 def easy_data(tmp_path_factory):
     from trainable.data import generate
 
-    return str(generate("easy", 400, tmp_path_factory.mktemp("data") / "easy", seed=0, processes=2))
+    return str(generate("easy", 2000, tmp_path_factory.mktemp("data") / "easy", seed=0, processes=2))
 
 
 def cli(*args, timeout=600, env=None, check=True):

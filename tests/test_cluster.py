@@ -27,11 +27,20 @@ import psutil  # after `cluster.local`, which imports ray, whose vendored psutil
 
 REPO = Path(__file__).resolve().parents[1]
 BUCKET = "captcha-tune-test"
-SWEEP_FLAGS = {"--storage", "--name", "--data", "--num-samples", "--max-steps", "--workers-per-trial",
-               "--gpus-per-worker", "--cpus-per-worker", "--time-budget", "--max-concurrent", "--resume", "--smoke"}
 
 
 # ---- (a) configs ----
+
+def sweep_flags() -> set[str]:
+    """The flags the real `captcha-tune sweep` parser accepts."""
+    import argparse
+
+    from captcha_tune.commands import sweep
+
+    sub = argparse.ArgumentParser().add_subparsers()
+    sweep.register(sub)
+    return {o for a in sub.choices["sweep"]._actions for o in a.option_strings}
+
 
 def load(name: str) -> dict:
     return yaml.safe_load((REPO / "cluster" / name).read_text())
@@ -65,7 +74,7 @@ def test_kuberay_manifests_have_the_required_keys():
     argv = shlex.split(job["spec"]["entrypoint"])
     assert argv[:2] == ["captcha-tune", "sweep"]
     flags = {a for a in argv if a.startswith("--")}
-    assert flags <= SWEEP_FLAGS, flags - SWEEP_FLAGS
+    assert flags <= sweep_flags(), flags - sweep_flags()
     assert argv[argv.index("--storage") + 1].startswith("s3://") and "--name" in flags
     for spec in (cluster["spec"], job["spec"]["rayClusterSpec"]):
         pods = [spec["headGroupSpec"]] + spec["workerGroupSpecs"]
