@@ -10,12 +10,14 @@ import math
 import os
 
 import pandas as pd
+import pyarrow.fs as pafs
 
 from trainable import storage
 
-HISTORY_COLUMNS = ["step", "lr", "train_loss", "val_full_match", "val_char_acc", "val_loss", "train_seconds",
+HISTORY_COLUMNS = ["step", "lr", "train_loss", "val_full_match", "val_char_acc", "val_loss", "val_score", "train_seconds",
                    "images_per_s", "diverged", "start_step", "node_id", "checkpoint_path", "time_total_s", "timestamp"]
 METRICS = ["val_full_match", "val_char_acc", "val_loss"]
+RANK = "val_score"  # full match, ties broken by char accuracy: what ASHA, TPE and checkpoint keeping rank by
 
 
 def load_sweep(exp) -> dict:
@@ -26,10 +28,16 @@ def load_sweep(exp) -> dict:
 
 
 def _error_reason(trial) -> str:
-    path = trial.error_file
-    if not path or not os.path.exists(path):
+    """The error file as synced to the storage (trial.path is in the storage's filesystem), else the driver's copy."""
+    fs, name = trial.storage.storage_filesystem, trial.run_metadata.error_filename
+    if name and fs.get_file_info(f"{trial.path}/{name}").type == pafs.FileType.File:
+        with fs.open_input_stream(f"{trial.path}/{name}") as f:
+            text = f.read().decode()
+    elif trial.error_file and os.path.exists(trial.error_file):
+        text = open(trial.error_file).read()
+    else:
         return "error (no error file)"
-    lines = [l for l in open(path).read().splitlines() if l.strip()]
+    lines = [l for l in text.splitlines() if l.strip()]
     reason = next((l for l in reversed(lines) if "diverged" in l), lines[-1] if lines else "unknown error")
     return reason.strip()[:300]
 
@@ -58,10 +66,12 @@ def load(exp) -> tuple[pd.DataFrame, pd.DataFrame]:
     for t in sorted(analysis.trials, key=lambda t: t.trial_id):
         h = frames.get(t.trial_id, pd.DataFrame())
         h = h[[c for c in HISTORY_COLUMNS if c in h.columns]].copy()
+        if "checkpoint_path" in h:  # Ray reports it without the URI's scheme
+            h["checkpoint_path"] = h["checkpoint_path"].map(lambda p: storage.as_uri(p, exp) if isinstance(p, str) else p)
         h.insert(0, "trial_id", t.trial_id)
         history.append(h)
         ok = h[h["val_full_match"].notna()] if "val_full_match" in h else h
-        best = ok.loc[ok["val_full_match"].idxmax()] if len(ok) else {}
+        best = ok.loc[ok[RANK].idxmax()] if len(ok) else {}
         last = ok.iloc[-1] if len(ok) else {}
         steps = int(h["step"].max()) if "step" in h and len(h) else 0
         wall = float(h["time_total_s"].max()) if "time_total_s" in h and len(h) else 0.0
@@ -80,10 +90,8 @@ def write_tables(exp, out=None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Write trials.parquet and history.parquet (default: EXP/results/) and return them."""
     trials, history = load(exp)
     out = out or storage.join(storage.normalize(exp), "results")
-    if not storage.is_uri(out):
-        os.makedirs(out, exist_ok=True)
-    trials.to_parquet(storage.join(out, "trials.parquet"), index=False)
-    history.to_parquet(storage.join(out, "history.parquet"), index=False)
+    storage.write_bytes(storage.join(out, "trials.parquet"), trials.to_parquet(index=False))
+    storage.write_bytes(storage.join(out, "history.parquet"), history.to_parquet(index=False))
     return trials, history
 
 
@@ -94,7 +102,7 @@ def best_in_hindsight(exp) -> tuple[str, dict]:
     h = h[[storage.exists(storage.join(p, "checkpoint.pt")) for p in h["checkpoint_path"]]] if len(h) else h
     if not len(h):
         raise FileNotFoundError(f"{exp} has no checkpoint yet; wait for the first evaluation of a trial")
-    row = h.loc[h["val_full_match"].idxmax()]
+    row = h.loc[h[RANK].idxmax()]
     origin = dict(source=str(exp), trial_id=row["trial_id"], step=int(row["step"]), **{m: float(row[m]) for m in METRICS})
     return storage.join(row["checkpoint_path"], "checkpoint.pt"), origin
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 
 REDUCTION_FACTOR = 3  # keep the top third at each rung
-METRIC, MODE, TIME_ATTR = "val_full_match", "max", "step"  # time = the workers' own step count
+METRIC, MODE, TIME_ATTR = "val_score", "max", "step"  # full match, ties broken by char accuracy; time = the workers' step
 
 
 def rungs(max_steps: int, eval_every: int, longest_warmup: int) -> list[int]:

@@ -16,7 +16,7 @@ from trainable import storage
 from trainable.config import TrainConfig
 from trainable.worker import DivergedError, train_fn_per_worker
 
-METRIC, MODE = "val_full_match", "max"
+METRIC, MODE = "val_score", "max"  # full match, ties broken by char accuracy (trainable/step.py)
 
 
 @dataclass(frozen=True)
@@ -59,9 +59,11 @@ def run_training(cfg: TrainConfig, run: RunSettings, callbacks=()) -> dict:
     if result.return_value:  # the workers' reason for ending early
         raise DivergedError(result.return_value)
     best_ckpt, best_metrics = max(result.best_checkpoints or [], key=lambda cm: cm[1][METRIC], default=(None, {}))
+    run_path = storage.as_uri(result.path, run.storage)  # Ray's paths lack the scheme of an s3:// storage
     summary = dict(
-        run_path=result.path, config=cfg.to_dict(), workers=run.workers, gpus_per_worker=run.gpus_per_worker,
-        final_metrics=result.metrics, best_metrics=best_metrics, best_checkpoint=best_ckpt.path if best_ckpt else None,
+        run_path=run_path, config=cfg.to_dict(), workers=run.workers, gpus_per_worker=run.gpus_per_worker,
+        final_metrics=result.metrics, best_metrics=best_metrics,
+        best_checkpoint=storage.as_uri(best_ckpt.path, run.storage) if best_ckpt else None,
     )
-    storage.write_text(storage.join(result.path, "summary.json"), json.dumps(summary, indent=2, default=str))
+    storage.write_text(storage.join(run_path, "summary.json"), json.dumps(summary, indent=2, default=str))
     return summary

@@ -66,7 +66,10 @@ def evaluate(model, images: np.ndarray, targets: np.ndarray, cfg, device, rank: 
         sums += torch.stack([loss.double() * len(sel), full.double(), chars.double(), torch.tensor(float(len(sel)), device=device, dtype=torch.float64)])
     model.train()
     loss_sum, full, chars, n = all_sum(sums).tolist()
-    return dict(val_full_match=full / n, val_char_acc=chars / (n * targets.shape[1]), val_loss=loss_sum / n)
+    char_acc = chars / (n * targets.shape[1])
+    # val_score ranks runs by full match, ties broken by per-character accuracy (which moves by less than
+    # one full match, 1/n): early in training every run's full match is 0, and a tie is no signal for ASHA/TPE
+    return dict(val_full_match=full / n, val_char_acc=char_acc, val_loss=loss_sum / n, val_score=(full + char_acc * 0.999) / n)
 
 
 def memory_format(device: torch.device):

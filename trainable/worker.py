@@ -88,7 +88,7 @@ def train_fn_per_worker(config: dict) -> str | None:
             interval = time.perf_counter() - t0
             train_seconds += interval
             if not math.isfinite(train_loss):  # report it and end cleanly: retrying a divergence only repeats it
-                ray.train.report(dict(step=step, lr=lr, train_loss=train_loss, val_full_match=0.0, diverged=1.0))
+                ray.train.report(dict(step=step, lr=lr, train_loss=train_loss, val_full_match=0.0, val_score=0.0, diverged=1.0))
                 return f"diverged: train loss {train_loss} at step {step} with peak_lr={cfg.peak_lr:g}; lower peak_lr"
             metrics = evaluate(model, val_x, val_y, cfg, device, rank, world)
             improved = metrics["val_full_match"] > best
