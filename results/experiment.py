@@ -20,6 +20,11 @@ METRICS = ["val_full_match", "val_char_acc", "val_loss"]
 RANK = "val_score"  # full match, ties broken by char accuracy: what ASHA, TPE and checkpoint keeping rank by
 
 
+def rank_column(history: pd.DataFrame) -> str:
+    """val_score, or val_full_match for experiments made before val_score existed."""
+    return RANK if RANK in history and history[RANK].notna().all() else "val_full_match"
+
+
 def load_sweep(exp) -> dict:
     path = storage.join(storage.normalize(exp), "sweep.json")
     if not storage.exists(path):
@@ -71,7 +76,7 @@ def load(exp) -> tuple[pd.DataFrame, pd.DataFrame]:
         h.insert(0, "trial_id", t.trial_id)
         history.append(h)
         ok = h[h["val_full_match"].notna()] if "val_full_match" in h else h
-        best = ok.loc[ok[RANK].idxmax()] if len(ok) else {}
+        best = ok.loc[ok[rank_column(ok)].idxmax()] if len(ok) else {}
         last = ok.iloc[-1] if len(ok) else {}
         steps = int(h["step"].max()) if "step" in h and len(h) else 0
         wall = float(h["time_total_s"].max()) if "time_total_s" in h and len(h) else 0.0
@@ -102,7 +107,7 @@ def best_in_hindsight(exp) -> tuple[str, dict]:
     h = h[[storage.exists(storage.join(p, "checkpoint.pt")) for p in h["checkpoint_path"]]] if len(h) else h
     if not len(h):
         raise FileNotFoundError(f"{exp} has no checkpoint yet; wait for the first evaluation of a trial")
-    row = h.loc[h[RANK].idxmax()]
+    row = h.loc[h[rank_column(h)].idxmax()]
     origin = dict(source=str(exp), trial_id=row["trial_id"], step=int(row["step"]), **{m: float(row[m]) for m in METRICS})
     return storage.join(row["checkpoint_path"], "checkpoint.pt"), origin
 

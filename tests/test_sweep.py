@@ -7,7 +7,7 @@ import time
 import pytest
 
 from conftest import TINY, cli
-from results.experiment import best_in_hindsight, load, load_sweep
+from results.experiment import best_in_hindsight, leaderboard, load, load_sweep
 from search.space import REFERENCE
 from search.sweep import SweepSettings, run_sweep
 from trainable.config import TrainConfig
@@ -45,7 +45,8 @@ def test_sweep_reference_first_asha_stops_some_checkpoints(easy_data, tmp_path):
     assert len(history) == sum(trials["steps_run"] // TINY["eval_every"])  # one row per report
     ckpt, origin = best_in_hindsight(exp)
     assert os.path.exists(ckpt) and origin["val_full_match"] == trials["best_val_full_match"].max()
-    assert os.path.exists(os.path.join(exp, "results", "trials.parquet"))
+    board = leaderboard(trials)
+    assert board.iloc[0]["best_val_full_match"] == trials["best_val_full_match"].max() and len(board) == 6
 
 
 def test_worker_failure_is_retried_from_checkpoint(easy_data, tmp_path):
