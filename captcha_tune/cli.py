@@ -6,7 +6,7 @@ import argparse
 import importlib
 import sys
 
-VERBS = ["data", "train", "evaluate", "sweep", "results", "export", "predict"]
+VERBS = ["data", "train", "evaluate", "sweep", "results", "export", "predict", "retrain"]
 
 
 def main(argv=None) -> None:
