@@ -16,6 +16,7 @@ from results.export import META_FILE, describe
 from trainable.charset import decode
 from trainable.importer import IMAGE_EXTS
 from trainable.preprocess import decode_image, to_model_input
+from trainable.storage import is_uri
 
 BATCH = 256  # images per forward pass
 EXPECTED = "expected a .pt2 from `captcha-tune export`, a checkpoint, a run folder or a sweep folder"
@@ -73,10 +74,9 @@ def is_exported(names: list[str]) -> bool:
 
 
 def load_predictor(path) -> Predictor:
-    """A predictor from a .pt2, or from anything `results.locate.best_checkpoint` accepts."""
-    path = Path(path)
-    if path.is_file() and (path.suffix == ".pt2" or is_exported(zip_names(path))):
-        return load_exported(path)
+    """A predictor from a .pt2, or from anything `results.locate.best_checkpoint` accepts (URIs too)."""
+    if not is_uri(path) and Path(path).is_file() and (Path(path).suffix == ".pt2" or is_exported(zip_names(Path(path)))):
+        return load_exported(Path(path))
     return load_checkpoint(path)
 
 

@@ -83,6 +83,7 @@ def run_sweep(s: SweepSettings, base: TrainConfig, space_overrides: dict | None 
 
     space = materialize(parse_space(space_overrides), base.max_steps)  # bad bounds fail before Ray starts
     exp = experiment_path(s)
+    check_storage(exp)  # from the driver, before anything reads it: unreachable storage is one line, not a traceback
     state_file = storage.join(exp, STATE)
     resuming = storage.exists(state_file)
     if resuming:

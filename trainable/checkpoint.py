@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import io
+import json
 import os
 from pathlib import Path
 
 import torch
 
+from trainable import storage
 from trainable.config import TrainConfig
 from trainable.model import build_model
 
@@ -26,23 +29,23 @@ def save(path, model, optimizer, step: int, cfg: TrainConfig, meta: dict, metric
     os.replace(tmp, path / FILE)
 
 
-def find(path) -> Path:
-    """A checkpoint file from a file, a checkpoint dir, or a run dir (its best checkpoint)."""
-    path = Path(path)
-    if path.is_file():
+def find(path) -> str:
+    """A checkpoint file from a file, a checkpoint dir, or a run dir (its best checkpoint); local or a URI (s3://...)."""
+    path = str(path)
+    if storage.is_file(path):
         return path
-    if (path / FILE).exists():
-        return path / FILE
-    summary = path / "summary.json"
-    if summary.exists():
-        import json
-
-        return Path(json.loads(summary.read_text())["best_checkpoint"]) / FILE
+    if storage.exists(storage.join(path, FILE)):
+        return storage.join(path, FILE)
+    summary = storage.join(path, "summary.json")
+    if storage.exists(summary):
+        return storage.join(json.loads(storage.read_text(summary))["best_checkpoint"], FILE)
     raise FileNotFoundError(f"no checkpoint at {path}: give a checkpoint dir, a checkpoint.pt, or a run dir with summary.json")
 
 
 def load(path, map_location="cpu") -> dict:
-    return torch.load(find(path), map_location=map_location, weights_only=False)
+    file = find(path)
+    source = io.BytesIO(storage.read_bytes(file)) if storage.is_uri(file) else file  # a URI is read into memory
+    return torch.load(source, map_location=map_location, weights_only=False)
 
 
 def load_model(path_or_state, map_location="cpu"):

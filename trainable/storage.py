@@ -24,26 +24,48 @@ def _fs(path):
     return pafs.FileSystem.from_uri(normalize(path))
 
 
+def as_uri(fs_path, like) -> str:
+    """A path Ray gives without its scheme (pyarrow's 'bucket/key' for s3://bucket/key) as a URI when `like`,
+    the storage it lives in, is one; local paths pass through."""
+    fs_path = str(fs_path)
+    if not is_uri(like) or is_uri(fs_path):
+        return fs_path
+    return f"{str(like).split('://', 1)[0]}://{fs_path}"
+
+
 def exists(path) -> bool:
     fs, p = _fs(path)
     return fs.get_file_info(p).type != pafs.FileType.NotFound
 
 
-def read_text(path) -> str:
+def is_file(path) -> bool:
+    fs, p = _fs(path)
+    return fs.get_file_info(p).type == pafs.FileType.File
+
+
+def read_bytes(path) -> bytes:
     fs, p = _fs(path)
     with fs.open_input_stream(p) as f:
-        return f.read().decode()
+        return f.read()
 
 
-def write_text(path, text: str) -> None:
+def read_text(path) -> str:
+    return read_bytes(path).decode()
+
+
+def write_bytes(path, data: bytes) -> None:
     """Write via a temporary name and a move, so readers never see half a file."""
     fs, p = _fs(path)
     parent = p.rsplit("/", 1)[0]
     fs.create_dir(parent, recursive=True)
     tmp = p + ".tmp"
     with fs.open_output_stream(tmp) as f:
-        f.write(text.encode())
+        f.write(data)
     fs.move(tmp, p)
+
+
+def write_text(path, text: str) -> None:
+    write_bytes(path, text.encode())
 
 
 def listdir(path) -> list[str]:
