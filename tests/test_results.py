@@ -43,7 +43,7 @@ def test_results_tables_plots_report(exp, tmp_path):
     assert "captcha-tune sweep" in report and ".png" in report
 
 
-def test_export_matches_checkpoint_standalone(exp, tmp_path):
+def test_export_matches_checkpoint_standalone(exp, easy_data, tmp_path):
     out = tmp_path / "model.pt2"
     said = cli("export", exp, "--out", out).stdout
     assert out.exists() and "trial" in said
@@ -51,7 +51,7 @@ def test_export_matches_checkpoint_standalone(exp, tmp_path):
     from results.predict import load_predictor, read_images
 
     ckpt, origin = best_in_hindsight(exp)
-    rows = read_images([os.path.join(str(exp), "data", "val-00000.parquet")])[:16]
+    rows = read_images([os.path.join(easy_data, "val-00000.parquet")])[:16]
     images = [r[1] for r in rows]
     assert load_predictor(out).predict(images) == load_predictor(ckpt).predict(images)
     meta = load_predictor(out).origin
@@ -63,7 +63,8 @@ def test_retrain_resumes_after_sigint_and_is_at_least_as_good(exp, easy_data, tm
     cmd = [sys.executable, "-m", "captcha_tune", "retrain", str(exp), "--max-steps", str(steps), "--patience", "0"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
-    while len(glob.glob(str(exp / "retrain" / "retrain" / "checkpoint_*"))) < 1:
+    snapshot = exp / "retrain" / "retrain" / "checkpoint_manager_snapshot.json"
+    while not (snapshot.exists() and "checkpoint_" in snapshot.read_text()):  # a checkpoint Train has registered
         assert proc.poll() is None and time.time() < deadline, "retrain never checkpointed"
         time.sleep(0.5)
     proc.send_signal(signal.SIGINT)
