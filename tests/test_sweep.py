@@ -54,11 +54,12 @@ def test_worker_failure_is_retried_from_checkpoint(easy_data, tmp_path):
     trials, history = load(exp)
     assert trials["status"].tolist() == ["completed"]
     assert history["step"].max() == TINY["max_steps"]
-    # after the death at step 25 the run resumed from its step-20 checkpoint
+    # after the death at step 25 the run resumed from its latest registered checkpoint (step 10 or 20:
+    # Train registers reports every couple of seconds, and step 20 may be only 0.3 s old), not from zero
     from ray.tune import ExperimentAnalysis
 
     last = ExperimentAnalysis(exp).trials[0].last_result
-    assert last["start_step"] == 20
+    assert last["start_step"] in (10, 20)
 
 
 def test_diverging_trials_are_recorded_and_the_sweep_goes_on(easy_data, tmp_path):

@@ -1,0 +1,234 @@
+"""A sweep on a local multi-node cluster (a 0-CPU head and two 1-CPU worker nodes) with all its storage in an
+S3 bucket (a moto server on 127.0.0.1): every trial trains on a worker node, never on the head; the sweep state,
+every trial's checkpoints and the experiment state land in the bucket; `results` and `export`, run later from a
+process with no Ray cluster, read it back from there. Losing the node a trial runs on costs that trial only a
+restart from its last checkpoint on the other node: the sweep finishes, the trial completes with start_step > 0
+on the surviving node, and the trial that had finished before is kept (the trial's own actor and its Train
+controller were on the head, which the test checks: a trial whose actor is lost is not retried). A bucket that does not exist, or an S3
+endpoint that answers nothing, makes `captcha-tune sweep` exit 2 with one line within a minute."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+
+import pandas as pd
+import pytest
+import torch
+
+from cluster import local
+from conftest import TINY, cli
+
+BUCKET = "captcha-tune-multinode"
+EXP = f"s3://{BUCKET}/exp"
+LOSS_STEPS = 100  # the node-loss sweep's budget: long enough to kill a node after its first checkpoint
+
+
+def flags(**overrides) -> list[str]:
+    return [x for k, v in {**TINY, **overrides}.items() for x in (f"--{k.replace('_', '-')}", str(v))]
+
+
+def keys(prefix: str) -> list[str]:
+    import boto3
+
+    pages = boto3.client("s3").get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix=prefix)
+    return [o["Key"] for page in pages for o in page.get("Contents", [])]
+
+
+def checkpoint_state(key: str) -> dict:
+    import boto3
+
+    body = boto3.client("s3").get_object(Bucket=BUCKET, Key=key)["Body"].read()
+    return torch.load(io.BytesIO(body), map_location="cpu", weights_only=False)
+
+
+# A short-lived driver that lists the cluster's live actors: (class name, node id).
+ACTORS = r"""
+import json, os, ray
+from ray.util.state import list_actors
+ray.init(address=os.environ["RAY_ADDRESS"], logging_level="ERROR", log_to_driver=False)
+print(json.dumps([(a.class_name, a.node_id) for a in list_actors(limit=1000) if a.state == "ALIVE"]))
+"""
+
+
+def actors(cluster) -> set[tuple[str, str]]:
+    """(class name, node name) of every live actor of the cluster."""
+    out = subprocess.run([sys.executable, "-c", ACTORS], env={**os.environ, **cluster["env"]}, capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    names = {i: n for n, i in cluster["ids"].items()}
+    return {(c, names.get(n, n)) for c, n in json.loads(out.stdout.strip().splitlines()[-1])}
+
+
+@pytest.fixture(scope="module")
+def s3():
+    """A moto S3 server on 127.0.0.1 with one bucket; its AWS_* variables are set in os.environ meanwhile."""
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one line per S3 request otherwise
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    env = dict(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", AWS_DEFAULT_REGION="us-east-1",
+               AWS_REGION="us-east-1", AWS_EC2_METADATA_DISABLED="true", AWS_ENDPOINT_URL=f"http://{host}:{port}")
+    with pytest.MonkeyPatch.context() as mp:
+        for k, v in env.items():
+            mp.setenv(k, v)
+        mp.delenv("AWS_ENDPOINT_URL_S3", raising=False)
+        boto3.client("s3").create_bucket(Bucket=BUCKET)
+        yield env
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def data(s3, easy_data):
+    """The session's small easy dataset, uploaded to the bucket for every node to read."""
+    from trainable import storage
+
+    uri = f"s3://{BUCKET}/data"
+    storage.upload(easy_data, uri)
+    return uri
+
+
+@pytest.fixture(scope="module")
+def cluster(s3, tmp_path_factory):
+    """A 0-CPU head and two 1-CPU worker nodes that see the S3 server; a lost node is declared dead after ~5
+    missed 1-second health checks instead of Ray's default ~15 s."""
+    state_dir = str(tmp_path_factory.mktemp("local-cluster"))
+    env = dict(s3, RAY_health_check_period_ms="1000", RAY_health_check_failure_threshold="5")
+    state = local.start(workers=2, cpus_per_worker_node=1, head_cpus=0, state_dir=state_dir, env=env, timeout_s=150)
+    yield dict(state, state_dir=state_dir, ids={n["name"]: n["node_id"] for n in state["nodes"]})
+    local.stop(state_dir)
+
+
+@pytest.fixture(scope="module")
+def sweep(cluster, data):
+    """A 3-trial sweep of 1-worker trials, driven from a separate process that joins the cluster."""
+    t0 = time.monotonic()
+    cli("sweep", "--storage", EXP, "--name", "mn", "--data", data, "--num-samples", 3, "--workers-per-trial", 1,
+        *flags(), env=cluster["env"], timeout=400)
+    print(f"sweep mn: {time.monotonic() - t0:.0f} s")
+    return f"{EXP}/mn"
+
+
+def test_unreachable_storage_fails_the_sweep_fast_in_one_line(s3, data):
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))  # bound, never listening: connections are refused
+    try:
+        for storage_uri, env in [("s3://no-such-bucket/x", {}),
+                                 (f"{EXP}-unreachable", {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{closed.getsockname()[1]}"})]:
+            t0 = time.monotonic()
+            out = cli("sweep", "--storage", storage_uri, "--name", "f", "--data", data, "--num-samples", 1,
+                      "--workers-per-trial", 1, *flags(), env=env, check=False, timeout=120)
+            took = time.monotonic() - t0
+            lines = out.stderr.strip().splitlines()
+            assert out.returncode == 2 and len(lines) == 1, (out.returncode, out.stderr[-2000:])
+            assert lines[0].startswith(f"error: storage {storage_uri}/f ") and " the driver: " in lines[0], lines[0]
+            assert took < 60, f"{storage_uri}: failed after {took:.0f} s"
+    finally:
+        closed.close()
+
+
+def test_trials_run_on_worker_nodes_and_everything_lands_in_the_bucket(sweep, cluster):
+    from results.experiment import load
+
+    trials, history = load(sweep)
+    assert len(trials) == 3 and trials["status"].str.match("completed|stopped by ASHA").all(), trials["status"].tolist()
+    workers = {cluster["ids"]["worker1"], cluster["ids"]["worker2"]}
+    assert history["node_id"].notna().all() and set(history["node_id"]) <= workers, set(history["node_id"])
+    assert history["checkpoint_path"].str.startswith(f"s3://{BUCKET}/exp/mn/train/").all()
+
+    found = keys("exp/mn/")
+    assert "exp/mn/sweep.json" in found
+    assert [k for k in found if re.fullmatch(r"exp/mn/experiment_state-.*\.json", k)], "Tune's experiment state"
+    for tid in trials["trial_id"]:
+        ckpts = [k for k in found if re.fullmatch(rf"exp/mn/train/{tid}/checkpoint_[^/]+/checkpoint\.pt", k)]
+        assert ckpts, f"trial {tid} has no checkpoint in the bucket"
+
+
+def test_results_and_export_read_the_bucket_without_a_cluster(sweep, easy_data, tmp_path):
+    # os.environ has no RAY_ADDRESS (conftest): these processes see the bucket and nothing of the cluster
+    out = cli("results", sweep, "--out", tmp_path / "report").stdout
+    assert "leaderboard" in out and f"best checkpoint: s3://{BUCKET}/exp/mn/train/" in out
+    assert (tmp_path / "report" / "report.md").exists() and len(pd.read_parquet(tmp_path / "report" / "history.parquet"))
+    assert "exp/mn/results/trials.parquet" in keys("exp/mn/results/")
+
+    model = tmp_path / "model.pt2"
+    said = cli("export", sweep, "--out", model).stdout
+    assert model.exists() and f"chose s3://{BUCKET}/exp/mn/train/" in said
+    from results.experiment import best_in_hindsight
+    from results.predict import load_predictor, read_images
+
+    ckpt, origin = best_in_hindsight(sweep)
+    exported = load_predictor(model)
+    assert exported.origin["origin"]["trial_id"] == origin["trial_id"] and exported.origin["checkpoint"] == ckpt
+    images = [r[1] for r in read_images([os.path.join(easy_data, "val-00000.parquet")])[:16]]
+    assert exported.predict(images) == load_predictor(ckpt).predict(images)
+
+
+def test_losing_a_node_costs_a_trial_only_a_restart_from_its_checkpoint(cluster, data):
+    """Two trials one after the other; at the second one's first checkpoint, its node goes."""
+    name, exp = "loss", f"{EXP}/loss"
+    args = [sys.executable, "-m", "captcha_tune", "sweep", "--storage", EXP, "--name", name, "--data", data,
+            "--num-samples", 2, "--max-concurrent", 1, "--workers-per-trial", 1, "--scheduler", "none",
+            *flags(max_steps=LOSS_STEPS, cosine_period=LOSS_STEPS)]
+    log = open(os.path.join(cluster["state_dir"], "loss-sweep.log"), "w")
+    proc = subprocess.Popen(list(map(str, args)), stdout=log, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, **cluster["env"]})
+    try:
+        # 1) wait for the second trial's first checkpoint that Train has registered (its checkpoint manager's
+        #    snapshot names it; one only uploaded would not be resumed from); its metrics say where it trains
+        t0, seen, killed = time.monotonic(), {}, None  # seen: trial id -> its snapshot key, in order of appearance
+        while killed is None:
+            assert proc.poll() is None, f"the sweep ended before a node was lost; see {log.name}"
+            assert time.monotonic() - t0 < 240, "the second trial never checkpointed"
+            for k in keys(f"exp/{name}/train/"):
+                if k.endswith("/checkpoint_manager_snapshot.json"):
+                    seen.setdefault(k.split("/")[3], k)
+            if len(seen) == 2:
+                first_trial, victim = seen
+                ckpts = [k for k in keys(f"exp/{name}/train/{victim}/") if k.endswith("/checkpoint.pt")]
+                state = checkpoint_state(ckpts[0])
+                killed = next(n for n, i in cluster["ids"].items() if i == state["metrics"]["node_id"])
+                assert killed != "head"
+                local.kill_node(cluster["state_dir"], killed)
+                print(f"killed {killed} at step {state['step']} of trial {victim}, {time.monotonic() - t0:.0f} s in")
+            time.sleep(0.3)
+        # The trial's own actor and its Train controller (no CPU each) must outlive the node: the sweep does not
+        # retry a trial whose actor is lost (tune.FailureConfig(max_failures=0)). Ray places their memory-only
+        # bundle on the node with the most memory: the head here, started first on this one machine.
+        live = actors(cluster)
+        assert {n for c, n in live if c in ("ImplicitFunc", "TrainController")} == {"head"}, live
+        # 2) the sweep goes on and finishes
+        assert proc.wait(timeout=300) == 0, f"the sweep failed after losing {killed}; see {log.name}"
+        print(f"sweep {name}: {time.monotonic() - t0:.0f} s")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        log.close()
+
+    from results.experiment import load
+    from trainable import storage
+
+    trials, history = load(exp)
+    assert trials["status"].tolist() == ["completed", "completed"] and (trials["steps_run"] == LOSS_STEPS).all()
+    survivor = cluster["ids"]["worker2" if killed == "worker1" else "worker1"]
+    hv = history[history["trial_id"] == victim]
+    assert cluster["ids"][killed] in set(hv["node_id"]), "the victim trained on the lost node first"
+    last = hv.iloc[-1]
+    assert last["start_step"] > 0 and last["node_id"] == survivor, last.to_dict()
+    hf = history[history["trial_id"] == first_trial]
+    assert len(hf) == LOSS_STEPS // TINY["eval_every"] and hf["step"].max() == LOSS_STEPS, "the finished trial is kept"
+    # no scheduler stops them at max_steps, so each Train run wrote its summary, with URIs, to the bucket
+    for tid in (first_trial, victim):
+        summary = json.loads(storage.read_text(f"{exp}/train/{tid}/summary.json"))
+        assert summary["run_path"] == f"{exp}/train/{tid}" and summary["best_checkpoint"].startswith(f"{exp}/train/{tid}/checkpoint_")
