@@ -32,6 +32,7 @@ class SweepSettings:
     seed: int = 0  # TPE sampler seed
     searcher: str = "tpe"  # 'tpe' or 'random' (benchmarks)
     scheduler: str = "asha"  # 'asha' or 'none' (benchmarks)
+    optuna_storage: str | None = None  # an Optuna RDB URL (e.g. postgresql://...); default: EXP/optuna.db when local
 
 
 def experiment_path(s: SweepSettings) -> str:
@@ -47,7 +48,8 @@ def build_searcher(s: SweepSettings, space: dict, reference: dict, exp: str):
     else:
         sampler = optuna.samplers.TPESampler(seed=s.seed, multivariate=True, n_startup_trials=max(3, s.num_samples // 4))
     # The live study goes next to the experiment (optuna-dashboard sqlite:///EXP/optuna.db) when it is local.
-    db = None if storage.is_uri(exp) else optuna.storages.RDBStorage(f"sqlite:///{exp}/optuna.db")
+    url = s.optuna_storage or (None if storage.is_uri(exp) else f"sqlite:///{exp}/optuna.db")
+    db = optuna.storages.RDBStorage(url) if url else None  # None: in memory (an s3:// experiment without --optuna-storage)
     return OptunaSearch(to_optuna(space), metric=scheduler.METRIC, mode=scheduler.MODE, points_to_evaluate=[reference],
                         sampler=sampler, study_name=f"captcha-tune-{s.name}", storage=db)
 

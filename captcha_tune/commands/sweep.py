@@ -32,6 +32,7 @@ def register(sub) -> None:
     p.add_argument("--scheduler", choices=["asha", "none"], default="asha")
     p.add_argument("--space", default=None, help="JSON/YAML file of range overrides: {peak_lr: {low: 1e-4, high: 1e-2}}")
     p.add_argument("--bound", action="append", default=[], help="range override NAME=LOW:HIGH or NAME=A,B (repeatable)")
+    p.add_argument("--optuna-storage", default=None, help="Optuna RDB URL for the live study (default: EXP/optuna.db for local storage)")
     p.add_argument("--resume", action="store_true", help="resume an interrupted sweep (re-running the same command does too)")
     add_arguments(p, skip=("data_dir", "seed"))
     p.set_defaults(func=run)
@@ -52,7 +53,7 @@ def run(args) -> None:
         num_samples=args.num_samples, workers_per_trial=args.workers_per_trial or preset["workers"],
         gpus_per_worker=preset["gpus"] if args.gpus_per_worker is None else args.gpus_per_worker,
         cpus_per_worker=args.cpus_per_worker, max_concurrent=args.max_concurrent, time_budget_s=args.time_budget,
-        seed=args.seed, searcher=args.searcher, scheduler=args.scheduler,
+        seed=args.seed, searcher=args.searcher, scheduler=args.scheduler, optuna_storage=args.optuna_storage,
     )
     if args.resume and not storage.exists(storage.join(experiment_path(s), "sweep.json")):
         raise FileNotFoundError(f"nothing to resume at {experiment_path(s)}; check --storage and --name")

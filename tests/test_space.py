@@ -1,0 +1,51 @@
+"""The search space without Ray: bounds scale with max_steps, the reference point is the original config,
+bad bounds are rejected, ASHA's rungs sit after the longest warmup, and the Optuna study goes where asked."""
+
+import pytest
+
+from search.scheduler import rungs
+from search.space import SpaceError, load_overrides, materialize, parse_bound, parse_space, reference_point
+from search.sweep import SweepSettings, build_searcher
+from trainable.config import TrainConfig
+
+
+def test_step_ranges_scale_with_the_budget():
+    small, big = materialize(parse_space(), 1000), materialize(parse_space(), 300000)
+    assert (small["warmup_steps"].low, small["warmup_steps"].high) == (0, 200)
+    assert (big["cosine_period"].low, big["cosine_period"].high) == (75000, 300000)
+
+
+def test_reference_point_is_the_original_run_scaled():
+    space = materialize(parse_space(), 300000)
+    assert reference_point(space, 300000, TrainConfig()) == dict(
+        peak_lr=1e-3, warmup_steps=5000, cosine_period=150000, focal_gamma=2.0, focal_pos_weight=3.0)
+    assert reference_point(materialize(parse_space(), 600), 600, TrainConfig())["warmup_steps"] == 10
+
+
+@pytest.mark.parametrize("bound, message", [("peak_lr=1e-2:1e-4", "min"), ("peak_lr=0:1e-2", "> 0"),
+                                            ("warmup_steps=0:2", "fractions"), ("typo=1:2", "unknown")])
+def test_bad_bounds_are_rejected(bound, message):
+    with pytest.raises(SpaceError, match=message):
+        parse_space(dict([parse_bound(bound)]))
+
+
+def test_choice_and_file_overrides(tmp_path):
+    f = tmp_path / "space.yaml"
+    f.write_text("focal_gamma: {low: 0.5, high: 1.5}\nfocal_pos_weight: null\n")
+    space = parse_space(load_overrides(str(f), ["loss=focal,ce"]))
+    assert space["loss"].choices == ("focal", "ce") and space["focal_gamma"].high == 1.5 and "focal_pos_weight" not in space
+
+
+def test_first_rung_after_longest_warmup():
+    assert rungs(500, 50, 100) == [200]  # max(warmup 100, 500 // 3) rounded up to an evaluation
+    assert rungs(300000, 5000, 60000) == [100000]
+    assert all(r >= 60000 for r in rungs(300000, 5000, 60000))
+
+
+def test_optuna_study_storage(tmp_path):
+    space = materialize(parse_space(), 500)
+    ref = reference_point(space, 500, TrainConfig())
+    url = f"sqlite:///{tmp_path}/study.db"
+    assert type(build_searcher(SweepSettings(optuna_storage=url), space, ref, "s3://b/e")._storage).__name__ == "RDBStorage"
+    assert (tmp_path / "study.db").exists()
+    assert build_searcher(SweepSettings(), space, ref, "s3://b/e")._storage is None  # remote experiment, no URL: in memory
