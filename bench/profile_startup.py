@@ -6,13 +6,14 @@ Runs `trainable.driver.run_training` (the sweep trials' driver) `--runs` times w
 when each worker entered `train_fn_per_worker` and when each report reached the controller, then
 prints every task of the job from Ray's state API: when it was submitted, when its process was ready
 (scheduling + worker process start), and how long it ran (an actor's creation = its imports + __init__).
-Writes bench/results/profile_startup.json.
+Writes bench/results/profile_startup[-TAG].json.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 
 from bench.common import CACHE, RESULTS, easy_data, write_json
@@ -29,6 +30,7 @@ def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--runs", type=int, default=2, help="runs one after another in one Ray (the 2nd shows warm-pool behaviour)")
+    p.add_argument("--tag", default="", help="suffix of the JSON name, for a variant (e.g. run with some RAY_* setting)")
     args = p.parse_args()
 
     import ray
@@ -128,7 +130,7 @@ def main() -> None:
         for r in rows:
             if r["run"] == k and (r["type"] == "ACTOR_CREATION_TASK" or r["ran_s"] > 0.3):
                 print(f"  {r['at']:6.1f} {r['to_running_s']:7.2f} {r['ran_s']:7.2f}  {r['type']} {r['name']} (pid {r['pid']})")
-    write_json(RESULTS, "profile_startup", dict(ray_init_s=t_ray - t0, calls=calls, entries=entries, reports=reports, tasks=rows))
+    write_json(RESULTS, "profile_startup" + (f"-{args.tag}" if args.tag else ""), dict(env={k: v for k, v in os.environ.items() if k.startswith(("RAY_", "MALLOC_"))}, ray_init_s=t_ray - t0, calls=calls, entries=entries, reports=reports, tasks=rows))
 
 
 if __name__ == "__main__":
