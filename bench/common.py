@@ -43,10 +43,17 @@ def easy_data(quick: bool = False) -> str:
     return str(path)
 
 
+def version(package: str) -> str:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:  # e.g. no Ray on the GPU box
+        return "not installed"
+
+
 def machine() -> dict:
     cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), platform.processor())
     return dict(platform=platform.platform(), cpu=cpu, cores=os.cpu_count(), python=platform.python_version(),
-                torch=metadata.version("torch"), ray=metadata.version("ray"),
+                torch=version("torch"), ray=version("ray"),
                 date=datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
                 load_average_1_5_15=[round(x, 2) for x in os.getloadavg()])  # when written: > cores means others shared the CPU
 

@@ -35,6 +35,23 @@ def test_quick_data_and_gpu_write_json_and_summary(tmp_path):
     assert "| benchmark | figure | value | goal | met? |" in summary and "| data |" in summary and "| gpu |" in summary
 
 
-def test_gpu_benchmark_imports_no_ray():
-    code = "import sys, bench.gpu; assert not [m for m in sys.modules if m == 'ray' or m.startswith('ray.')], 'ray imported'"
+def test_gpu_benchmarks_import_no_ray():
+    code = "import sys, bench.gpu, bench.gpu_train; assert not [m for m in sys.modules if m == 'ray' or m.startswith('ray.')], 'ray imported'"
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, timeout=60)
+
+
+def test_gpu_train_runs_both_configs_and_scores_the_exported_model(tmp_path):
+    """The GPU training benchmark end to end at smoke size on the CPU: feed rates, two runs, .pt2 tested."""
+    data = tmp_path / "data"
+    proc = subprocess.run([sys.executable, "-m", "bench.gpu_train", "--model", "small", "--spec", "easy", "--data", str(data), "--n", "300",
+                           "--minutes", "0.01", "--feed-steps", "2", "--test", str(data / "val-00000.parquet"), "--out", str(tmp_path)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    r = json.loads((tmp_path / "gpu_train.json").read_text())
+    assert r["data"]["train"] == 270 and r["data"]["val"] == 30
+    assert all(v > 0 for v in r["feed_images_per_s"].values())
+    assert set(r["runs"]) == {"reference", "sweep_best"}
+    for run in r["runs"].values():
+        assert run["curve"][-1]["step"] == run["config"]["max_steps"] >= 20
+        assert 0 <= run["test"]["val-00000"]["full_match"] <= 1 and run["test"]["val-00000"]["n"] == 30
+    assert (tmp_path / "gpu_train.png").stat().st_size > 0

@@ -124,8 +124,26 @@ def _cached(path: Path, make) -> np.ndarray:
     return np.load(path, mmap_mode="r")
 
 
-def load_split(data_dir, split: str, height: int, width: int) -> tuple[np.ndarray, np.ndarray, dict]:
+def _decode_file(args) -> np.ndarray:
+    path, height, width = args
+    return images_to_array(read_rows(path, ["image"])["image"], height, width)
+
+
+def decode_files(files, height: int, width: int, processes: int = 1) -> np.ndarray:
+    """Decode shards into one uint8 array; with processes > 1, one shard per process (spawned: no forked threads)."""
+    jobs = [(f, height, width) for f in files]
+    if processes <= 1 or len(files) == 1:
+        return np.concatenate([_decode_file(j) for j in jobs])
+    import multiprocessing
+
+    with multiprocessing.get_context("spawn").Pool(min(processes, len(files))) as pool:
+        return np.concatenate(pool.map(_decode_file, jobs))
+
+
+def load_split(data_dir, split: str, height: int, width: int, processes: int = 1) -> tuple[np.ndarray, np.ndarray, dict]:
     """(images uint8 [N, h, w] memory-mapped, targets int64 [N, max_len], meta) of a split.
+
+    The decoded images are cached beside the data the first time (`processes` decode shards in parallel).
 
     A dataset on shared storage (s3://, gs://) is copied once per node into the local temp folder.
     """
@@ -138,7 +156,7 @@ def load_split(data_dir, split: str, height: int, width: int) -> tuple[np.ndarra
     files = split_files(data_dir, split)
     cache = Path(data_dir) / "cache"
     images = _cached(cache / f"{split}-{height}x{width}.npy",
-                     lambda: np.concatenate([images_to_array(read_rows(f, ["image"])["image"], height, width) for f in files]))
+                     lambda: decode_files(files, height, width, processes))
     targets = _cached(cache / f"{split}-targets.npy",
                       lambda: np.array([encode(l, meta["charset"], meta["max_len"]) for f in files for l in read_rows(f, ["label"])["label"]], dtype=np.int64))
     return images, targets, meta
