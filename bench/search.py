@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import math
 import shutil
+import time
 from pathlib import Path
 
 import numpy as np
@@ -62,6 +63,9 @@ def curve(history, workers: int = WORKERS) -> tuple[list[float], list[float], fl
     A trial's start is its first report's timestamp minus Tune's time_total_s; its end, its last report
     (a trial stopped by the time budget between reports loses that partial interval here).
     """
+    if "val_full_match" not in history or "timestamp" not in history:  # no trial reported (all errored)
+        return [], [], 0.0
+    history = history.dropna(subset=["timestamp", "time_total_s"])
     spans = {}
     for trial_id, h in history.groupby("trial_id"):
         first = h.loc[h["time_total_s"].idxmin()]
@@ -89,6 +93,18 @@ def reach(xs: list[float], ys: list[float], target: float) -> float:
     return next((x for x, y in zip(xs, ys) if y >= target), math.inf)
 
 
+def wait_for_free_cpus(timeout_s: float = 300) -> float:
+    """Seconds until every CPU of the cluster is free again. A trial that Tune stops (time budget, ASHA)
+    leaves its Train workers' placement group behind for a while; the next arm's first trial would wait
+    for it and may hit the worker-group start timeout."""
+    import ray
+
+    t0 = time.time()
+    while ray.available_resources().get("CPU", 0) < ray.cluster_resources().get("CPU", 0) and time.time() - t0 < timeout_s:
+        time.sleep(1)
+    return time.time() - t0
+
+
 def run_arm(arm: str, seed: int, size: dict, train: dict, data_dir: str, root: Path) -> dict:
     from results.experiment import load
     from search.sweep import SweepSettings, run_sweep
@@ -101,14 +117,16 @@ def run_arm(arm: str, seed: int, size: dict, train: dict, data_dir: str, root: P
         print(f"search {name}: reusing the finished run in {done.parent}", flush=True)
         return json.loads(done.read_text())["result"]
     shutil.rmtree(root / name, ignore_errors=True)
+    waited = wait_for_free_cpus()
     settings = SweepSettings(storage=str(root), name=name, data=data_dir, num_samples=1 if arm == "reference" else size["num_samples"],
                              workers_per_trial=WORKERS, time_budget_s=size["budget_s"], seed=seed,
                              searcher=ARMS[arm]["searcher"], scheduler=ARMS[arm]["scheduler"])
     exp = run_sweep(settings, TrainConfig(seed=seed, **train))
     trials, history = load(exp)
     xs, ys, used = curve(history)
-    result = dict(worker_s=xs, best=ys, used_worker_s=used, final_best=ys[-1] if ys else 0.0, n_trials=len(trials),
-                  trials=json.loads(trials.to_json(orient="records")), train=train)
+    errored = int(trials["status"].str.startswith("errored").sum()) if len(trials) else 0
+    result = dict(worker_s=xs, best=ys, used_worker_s=used, final_best=ys[-1] if ys else 0.0, n_trials=len(trials), n_errored=errored,
+                  waited_for_free_cpus_s=waited, trials=json.loads(trials.to_json(orient="records")), train=train)
     done.write_text(json.dumps(dict(key=key, result=result)))
     return result
 
@@ -128,7 +146,8 @@ def run(out, quick: bool = False) -> dict:
         for arm in size["arms"]:
             train = dict(size["train"], max_steps=ref_steps, cosine_period=ref_steps // 2) if arm == "reference" else size["train"]
             runs.setdefault(arm, {})[str(seed)] = r = run_arm(arm, seed, size, train, data_dir, root)
-            print(f"search {arm} seed {seed}: best {r['final_best']:.3f} after {r['used_worker_s']:.0f} worker-s, {r['n_trials']} trials", flush=True)
+            print(f"search {arm} seed {seed}: best {r['final_best']:.3f} after {r['used_worker_s']:.0f} worker-s, {r['n_trials']} trials "
+                  f"({r.get('n_errored', 0)} errored); waited {r.get('waited_for_free_cpus_s', 0):.0f} s for free CPUs first", flush=True)
     result = dict(settings=dict(size, workers_per_trial=WORKERS, reference_max_steps=ref_steps, data=data_dir), runs=runs)
     result.update(headline(runs))
     plot(result, Path(out) / "search.png")
