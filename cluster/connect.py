@@ -12,6 +12,10 @@ TRAIN_ENV = {
     "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"),
 }
 
+# A resource only the head node has (ray._common.constants.HEAD_NODE_RESOURCE_NAME): asking for a sliver of
+# it places an actor on the head.
+HEAD_NODE = "node:__internal_head__"
+
 
 class ResourceError(ValueError):
     """A request that no node or the whole cluster can satisfy."""

@@ -79,7 +79,7 @@ def run_sweep(s: SweepSettings, base: TrainConfig, space_overrides: dict | None 
     """Launch (or resume) the sweep; returns the experiment path."""
     from ray import tune
 
-    from cluster.connect import check_fits, init_ray, max_concurrent_trials
+    from cluster.connect import HEAD_NODE, check_fits, init_ray, max_concurrent_trials
     from cluster.storage_check import check_storage
     from search.trial import run_trial
 
@@ -114,7 +114,9 @@ def run_sweep(s: SweepSettings, base: TrainConfig, space_overrides: dict | None 
     run = dict(workers=s.workers_per_trial, gpus_per_worker=s.gpus_per_worker, cpus_per_worker=s.cpus_per_worker,
                storage=storage.join(exp, "train"))
     # The trial itself holds no CPU: its Train workers do (a CPU here would starve a 2-worker trial on 2 CPUs).
-    trainable = tune.with_resources(tune.with_parameters(run_trial, base=base.to_dict(), run=run), {"cpu": 0, "memory": 1})
+    # It runs on the head node, and so does its Train controller (placed beside it): a lost worker node then
+    # costs a trial a restart from its checkpoint, never the trial (Tune does not retry a lost trial actor).
+    trainable = tune.with_resources(tune.with_parameters(run_trial, base=base.to_dict(), run=run), {"cpu": 0, HEAD_NODE: 0.001})
     if resuming and tune.Tuner.can_restore(exp):
         print(f"resuming {exp}", flush=True)
         tuner = tune.Tuner.restore(exp, trainable=trainable, resume_unfinished=True, resume_errored=False)

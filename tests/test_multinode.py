@@ -203,8 +203,8 @@ def test_losing_a_node_costs_a_trial_only_a_restart_from_its_checkpoint(cluster,
                 print(f"killed {killed} at step {state['step']} of trial {victim}, {time.monotonic() - t0:.0f} s in")
             time.sleep(0.3)
         # The trial's own actor and its Train controller (no CPU each) must outlive the node: the sweep does not
-        # retry a trial whose actor is lost (tune.FailureConfig(max_failures=0)). Ray places their memory-only
-        # bundle on the node with the most memory: the head here, started first on this one machine.
+        # retry a trial whose actor is lost (tune.FailureConfig(max_failures=0)). The trial asks for a sliver of
+        # the head's own resource, and Train places the controller beside it.
         live = actors(cluster)
         assert {n for c, n in live if c in ("ImplicitFunc", "TrainController")} == {"head"}, live
         # 2) the sweep goes on and finishes
