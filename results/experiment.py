@@ -47,14 +47,18 @@ def _error_reason(trial) -> str:
     return reason.strip()[:300]
 
 
-def status_of(trial, steps_run: int, max_steps: int, rungs: list[int]) -> str:
+def status_of(trial, steps_run: int, max_steps: int, rungs: list[int], eval_every: int = 1) -> str:
+    """rungs: ASHA's rung steps ([] without ASHA). ASHA stops a trial at the first report at or past a rung;
+    a trial that ended anywhere else was stopped by the sweep's time budget (or an interrupted sweep)."""
     if trial.status == "ERROR":
         return "errored: " + _error_reason(trial)
     if trial.status == "TERMINATED":
         if steps_run >= max_steps:
             return "completed"
-        rung = sum(1 for r in rungs if r <= steps_run)
-        return f"stopped by ASHA at step {steps_run} (rung {rung})"
+        if any(0 <= steps_run - r < eval_every for r in rungs):
+            rung = sum(1 for r in rungs if r <= steps_run)
+            return f"stopped by ASHA at step {steps_run} (rung {rung})"
+        return f"stopped at step {steps_run} by the time budget"
     return trial.status.lower()
 
 
@@ -65,6 +69,7 @@ def load(exp) -> tuple[pd.DataFrame, pd.DataFrame]:
     sweep = load_sweep(exp)
     params, max_steps, workers = list(sweep["space"]), sweep["base"]["max_steps"], sweep["settings"]["workers_per_trial"]
     gpus = sweep["settings"]["gpus_per_worker"] * workers
+    rungs = sweep["rungs"] if sweep["settings"].get("scheduler", "asha") == "asha" else []
     analysis = ExperimentAnalysis(storage.normalize(exp))
     frames = analysis.trial_dataframes
     trials, history = [], []
@@ -84,7 +89,7 @@ def load(exp) -> tuple[pd.DataFrame, pd.DataFrame]:
         for m in METRICS:
             row[f"best_{m}"], row[f"last_{m}"] = best.get(m, math.nan) if len(ok) else math.nan, last.get(m, math.nan) if len(ok) else math.nan
         row.update(best_step=int(best["step"]) if len(ok) else 0, steps_run=steps,
-                   status=status_of(t, steps, max_steps, sweep["rungs"]), wall_seconds=wall,
+                   status=status_of(t, steps, max_steps, rungs, sweep["base"].get("eval_every", 1)), wall_seconds=wall,
                    worker_seconds=wall * workers, gpu_seconds=wall * gpus)
         trials.append(row)
     history = pd.concat(history, ignore_index=True) if history else pd.DataFrame(columns=["trial_id", *HISTORY_COLUMNS])
@@ -145,7 +150,8 @@ def print_summary(exp) -> None:
     with pd.option_context("display.width", 200, "display.max_columns", 20, "display.max_colwidth", 40, "display.float_format", "{:.4g}".format):
         print("\nleaderboard (best validation full match)\n" + leaderboard(trials).to_string(index=False))
     st = trials["status"]
-    print(f"\n{len(trials)} trials: {st.eq('completed').sum()} completed, {st.str.startswith('stopped').sum()} stopped by ASHA, "
+    print(f"\n{len(trials)} trials: {st.eq('completed').sum()} completed, {st.str.startswith('stopped by ASHA').sum()} stopped by ASHA, "
+          f"{st.str.startswith('stopped at').sum()} stopped by the time budget, "
           f"{st.str.startswith('errored').sum()} errored, {(~st.str.match('completed|stopped|errored')).sum()} running/pending")
     done = trials[trials["best_val_full_match"].notna()]
     if len(done):

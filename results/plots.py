@@ -20,18 +20,21 @@ METRIC = "best_val_full_match"
 STATUS_STYLE = {  # status class -> line/marker style
     "completed": dict(color="tab:green", lw=1.8, alpha=0.9),
     "stopped by ASHA": dict(color="tab:orange", lw=1.2, alpha=0.8, zorder=3),  # above the completed lines they share
+    "stopped by the time budget": dict(color="tab:brown", lw=1.0, alpha=0.7),
     "errored": dict(color="tab:red", lw=1.0, alpha=0.8, ls="--", zorder=3),
     "running": dict(color="tab:gray", lw=1.0, alpha=0.7, ls=":"),
 }
 
 
 def status_class(status: str) -> str:
-    """'completed' | 'stopped by ASHA' | 'errored' | 'running' (running, pending, ...)."""
+    """'completed' | 'stopped by ASHA' | 'stopped by the time budget' | 'errored' | 'running' (running, pending, ...)."""
     status = str(status)
     if status == "completed":
         return "completed"
-    if status.startswith("stopped"):
+    if status.startswith("stopped by ASHA"):
         return "stopped by ASHA"
+    if status.startswith("stopped at"):
+        return "stopped by the time budget"
     if status.startswith("errored"):
         return "errored"
     return "running"
@@ -182,7 +185,7 @@ def _study(trials: pd.DataFrame, space: dict):
     from search.space import Param, to_optuna
 
     dists = to_optuna({k: Param(p["kind"], p.get("low", 0.0), p.get("high", 0.0), tuple(p.get("choices") or ())) for k, p in space.items()})
-    finished = trials[trials["status"].map(status_class).isin(["completed", "stopped by ASHA"]) & trials[METRIC].notna()]
+    finished = trials[trials["status"].map(status_class).isin(["completed", "stopped by ASHA", "stopped by the time budget"]) & trials[METRIC].notna()]
     study = optuna.create_study(direction="maximize")
     for _, t in finished.iterrows():
         params = {k: (int(t[k]) if isinstance(d, optuna.distributions.IntDistribution) else t[k] if isinstance(d, optuna.distributions.CategoricalDistribution)

@@ -29,8 +29,10 @@ def markdown_table(df: pd.DataFrame) -> str:
 
 def _status_lines(trials: pd.DataFrame) -> list[str]:
     cls = trials["status"].map(plots.status_class)
+    budget = cls.eq("stopped by the time budget").sum()
     lines = [f"{len(trials)} trial{'s' if len(trials) != 1 else ''}: {cls.eq('completed').sum()} completed, {cls.eq('stopped by ASHA').sum()} stopped by ASHA, "
-             f"{cls.eq('errored').sum()} errored, {cls.eq('running').sum()} running/pending"]
+             + (f"{budget} stopped by the time budget, " if budget else "")
+             + f"{cls.eq('errored').sum()} errored, {cls.eq('running').sum()} running/pending"]
     errored = [f"- `{t['trial_id']}` {t['status']}" for _, t in trials[cls.eq("errored")].iterrows()]
     return lines + ([""] + errored if errored else [])
 
@@ -77,9 +79,9 @@ def write_report(exp, out_dir=None) -> str:
            f"![hyperparameters vs metric]({os.path.basename(path)})", ""]
     path, imp = plots.importance(trials, space, os.path.join(out, "importance.png"))
     md += ["## Parameter importance", ""]
-    finished = trials["status"].map(plots.status_class).isin(["completed", "stopped by ASHA"]).sum()
+    finished = trials["status"].map(plots.status_class).isin(["completed", "stopped by ASHA", "stopped by the time budget"]).sum()
     md += [markdown_table(pd.DataFrame(dict(parameter=list(imp), importance=list(imp.values())))), "",
-           f"From {finished} finished trials (completed or stopped by ASHA, valued by their best val_full_match); "
+           f"From {finished} finished trials (completed or stopped early, valued by their best val_full_match); "
            "with few trials these are rough.", ""] if imp else \
           ["Not enough finished trials with different results to estimate importances.", ""]
     md += [f"![parameter importance]({os.path.basename(path)})", ""]

@@ -141,3 +141,16 @@ def test_results_command(tmp_path, monkeypatch, capsys):
 def test_markdown_table():
     df = pd.DataFrame(dict(a=["x|y", "z"], b=[0.123456, math.nan]))
     assert markdown_table(df).splitlines() == ["| a | b |", "| --- | --- |", "| x\\|y | 0.1235 |", "| z |  |"]
+
+
+def test_a_stop_off_the_rungs_is_the_time_budget_not_asha():
+    from types import SimpleNamespace
+
+    from results.experiment import status_of
+
+    done = SimpleNamespace(status="TERMINATED")
+    assert status_of(done, 500, 500, [150, 450], eval_every=50) == "completed"
+    assert status_of(done, 150, 500, [150, 450], eval_every=50) == "stopped by ASHA at step 150 (rung 1)"
+    assert status_of(done, 200, 500, [150, 450], eval_every=50) == "stopped at step 200 by the time budget"
+    assert status_of(done, 150, 500, [], eval_every=50) == "stopped at step 150 by the time budget"  # no ASHA in this sweep
+    assert plots.status_class("stopped at step 0 by the time budget") == "stopped by the time budget"
