@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 from results.experiment import best_in_hindsight, load, load_sweep
 from trainable import storage
@@ -24,6 +25,8 @@ def best_config(exp, max_steps: int | None = None, patience: int = 5) -> tuple[T
     steps = max_steps or trial_steps
     for p in STEP_PARAMS:
         values[p] = max(1 if p == "cosine_period" else 0, round(values[p] * steps / trial_steps))
+    if patience:  # a warm restart sets the LR back to its peak and the score dips for a while: wait out a whole cycle
+        patience = max(patience, math.ceil(values["cosine_period"] / values["eval_every"]))
     return TrainConfig.from_dict({**values, "max_steps": steps, "patience": patience}), origin
 
 
@@ -35,6 +38,7 @@ def retrain(exp, workers: int | None = None, gpus_per_worker: float | None = Non
     from results.evaluate import evaluate, load_rows
     from results.export import export_model
     from results.predict import load_predictor
+    from trainable.progress import Progress
 
     sweep = load_sweep(exp)
     cfg, origin = best_config(exp, max_steps, patience)
@@ -45,10 +49,10 @@ def retrain(exp, workers: int | None = None, gpus_per_worker: float | None = Non
                       gpus_per_worker=s["gpus_per_worker"] if gpus_per_worker is None else gpus_per_worker,
                       storage=storage.join(storage.normalize(exp), "retrain"), name=name)
     print(f"retraining trial {origin['trial_id']}'s config for {cfg.max_steps} steps on {run.workers} workers "
-          f"(early stop after {patience} evaluations without improvement past warmup)", flush=True)
+          f"(early stop after {cfg.patience} evaluations without improvement past warmup, at least a cosine period)", flush=True)
     init_ray()
     check_fits(run.workers, run.cpus_per_worker, run.gpus_per_worker)
-    summary = run_training(cfg, run)
+    summary = run_training(cfg, run, callbacks=[Progress(cfg.max_steps)])
     out = out or storage.join(summary["run_path"], "model.pt2")
     ckpt = storage.join(summary["best_checkpoint"], "checkpoint.pt")
     export_model(ckpt, out, origin=dict(source=str(exp), retrained_from=origin["trial_id"], run=summary["run_path"]))

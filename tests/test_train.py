@@ -21,9 +21,12 @@ def flags(d):
 def test_train_learns_checkpoints_and_resumes(easy_data, tmp_path):
     # enough to learn on 2 cores in ~40 s: the default model width, softmax CE, a higher LR
     settings = {**TINY, "channels": 16, "batch_size": 64, "max_steps": 300, "cosine_period": 300, "eval_every": 100, "loss": "ce", "peak_lr": 3e-3}
-    cli("train", "--data-dir", easy_data, "--workers", 2, "--storage", tmp_path, "--name", "run", *flags(settings))
+    proc = cli("train", "--data-dir", easy_data, "--workers", 2, "--storage", tmp_path, "--name", "run", *flags(settings))
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["final_metrics"]["step"] == 300 and summary["final_metrics"]["world_size"] == 2
+    # progress: a line per evaluation, with the time left once the pace is known
+    out = proc.stdout + proc.stderr
+    assert "step 100/300: val full match" in out and "step 300/300: val full match" in out and " left" in out, out[-2000:]
 
     # better than the untrained model on the validation set
     cfg = TrainConfig(data_dir=easy_data, **settings)

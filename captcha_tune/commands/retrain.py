@@ -9,7 +9,7 @@ def register(sub) -> None:
     p.add_argument("--workers", type=int, default=None, help="DDP workers (default: the sweep's per-trial count)")
     p.add_argument("--gpus-per-worker", type=float, default=None)
     p.add_argument("--max-steps", type=int, default=None, help="default: the sweep's trial budget; step settings scale with it")
-    p.add_argument("--patience", type=int, default=5, help="evaluations past warmup without improvement before stopping")
+    p.add_argument("--patience", type=int, default=5, help="evaluations past warmup without improvement before stopping (at least one cosine period of them; 0 = never stop early)")
     p.add_argument("--name", default="retrain", help="run name under EXP/retrain; the same name resumes")
     p.add_argument("--out", default=None, help="exported model path (default: the run folder's model.pt2)")
     p.add_argument("--data", default=None, help="train on this dataset instead of the sweep's (same charset)")

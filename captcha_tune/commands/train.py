@@ -23,6 +23,7 @@ def run(args) -> None:
     from cluster.connect import check_fits, init_ray
     from trainable.data import read_meta
     from trainable.driver import RunSettings, run_training
+    from trainable.progress import Progress
 
     cfg = from_arguments(args, SMOKE if args.smoke else None)
     read_meta(cfg.data_dir)  # fail on a missing dataset before Ray starts
@@ -30,7 +31,7 @@ def run(args) -> None:
     check_fits(args.workers, args.cpus_per_worker, args.gpus_per_worker)
     run = RunSettings(workers=args.workers, gpus_per_worker=args.gpus_per_worker, cpus_per_worker=args.cpus_per_worker,
                       storage=args.storage, name=args.name)
-    summary = run_training(cfg, run)
+    summary = run_training(cfg, run, callbacks=[Progress(cfg.max_steps)])
     m = summary["best_metrics"]
     print(f"best val_full_match {m.get('val_full_match', 0):.4f} at step {m.get('step')}; checkpoint {summary['best_checkpoint']}")
     print(json.dumps({k: summary["final_metrics"].get(k) for k in ("step", "val_full_match", "val_char_acc", "val_loss")}))

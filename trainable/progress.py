@@ -1,0 +1,29 @@
+"""One line per evaluation of a training run (train, retrain), printed by the Train controller."""
+
+from __future__ import annotations
+
+import time
+
+from ray.train import UserCallback
+
+
+def duration(seconds: float) -> str:
+    m, s = divmod(int(seconds), 60)
+    return f"{m // 60}h{m % 60:02d}m" if m >= 60 else f"{m}m{s:02d}s"
+
+
+class Progress(UserCallback):
+    """step N/M, validation metrics, images/s and the time left (from the pace since the first report)."""
+
+    def __init__(self, max_steps: int):
+        self.max_steps, self.first = max_steps, None  # first: (time, step) of the first report seen
+
+    def after_report(self, run_context, metrics, checkpoint):
+        m, now = metrics[0], time.monotonic()
+        step = int(m.get("step", 0))
+        self.first = self.first or (now, step)
+        t0, s0 = self.first
+        left = f", {duration((self.max_steps - step) * (now - t0) / (step - s0))} left" if step > s0 else ""
+        print(f"step {step}/{self.max_steps}: val full match {m.get('val_full_match', 0):.3f} (best {m.get('best_val_full_match', 0):.3f}), "
+              f"char acc {m.get('val_char_acc', 0):.3f}, train loss {m.get('train_loss', 0):.4g}, "
+              f"{m.get('images_per_s', 0):.0f} img/s{left}", flush=True)
