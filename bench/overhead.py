@@ -1,7 +1,8 @@
 """What a sweep costs beyond training: start-up per trial, time between reports, gaps, memory.
 
 K trials of the cpu preset (2 workers each) run one after another (`--scheduler none`, max_concurrent 1)
-through `search.sweep.run_sweep`, in this process. From Tune's history of each trial:
+through `search.sweep.run_sweep`, in this process, twice in one Ray: with a fresh trial actor per trial, then
+with Tune's reused actors (the default since this benchmark). From Tune's history of each trial:
 - time to first report (Tune's `time_total_s` of the first report) and the part of it that was training;
 - the sweep's wall time over the sum of the trials' own training time (last `train_seconds`; goal <= 1.1)
   and over the sum of the trials' wall times (the gaps Tune leaves between trials);
@@ -40,46 +41,61 @@ def trial_times(history) -> list[dict]:
     return out
 
 
+def measure(settings, base, sampler) -> dict:
+    """One sweep of settings.num_samples trials; the figures of its history and of the processes meanwhile."""
+    from results.experiment import load
+    from search.sweep import run_sweep
+
+    t1 = time.time()
+    exp = run_sweep(settings, base)
+    t2 = time.time()
+    samples = [(t, sum(p[2] for p in procs.values()), sum(p[3] for p in procs.values()) if all(p[3] >= 0 for p in procs.values()) else -1,
+                len(procs)) for t, procs in sampler.samples if t1 <= t <= t2]
+    cpu = sampler.cpu_seconds(t1, t2, cpu_group)
+    by_title = sampler.cpu_seconds(t1, t2, lambda pid, title: os.path.basename(title.split()[0]) if title else "?")
+    _, history = load(exp)
+    trials = trial_times(history)
+    sum_train, sum_wall = sum(t["train_s"] for t in trials), sum(t["wall_s"] for t in trials)
+    return dict(
+        sweep_wall_s=t2 - t1, sweep_start=t1, trials=trials, reuse_actors=settings.reuse_actors,
+        sum_train_s=sum_train, sum_trial_wall_s=sum_wall, gaps_between_trials_s=[b["start"] - a["end"] for a, b in zip(trials, trials[1:])],
+        first_report_s_median=median(t["first_report_s"] for t in trials), startup_s_median=median(t["startup_s"] for t in trials),
+        between_reports_s_median=median(t["between_reports_s"] for t in trials),
+        wall_over_train=(t2 - t1) / sum_train, wall_over_trial_wall=(t2 - t1) / sum_wall,
+        cpu_seconds_by_kind=cpu, cpu_seconds_by_process=dict(sorted(by_title.items(), key=lambda kv: -kv[1])[:15]),
+        workers_share_of_cpu=cpu.get("train workers", 0.0) / sum(cpu.values()),
+        peak_rss_bytes=max(s[1] for s in samples), peak_pss_bytes=max(s[2] for s in samples), peak_processes=max(s[3] for s in samples),
+        memory_samples=[dict(t=s[0] - t1, rss=s[1], pss=s[2] if s[2] >= 0 else None, processes=s[3]) for s in samples],
+    )
+
+
 def run(out, quick: bool = False) -> dict:
+    """The same sweep twice in one Ray, a fresh trial actor per trial then reused actors (the default):
+    the ratio of the two is the before/after of that setting on the same machine state."""
     from captcha_tune.commands.sweep import PRESETS
     from cluster.connect import init_ray
-    from results.experiment import load
-    from search.sweep import SweepSettings, run_sweep
+    from search.sweep import SweepSettings
     from trainable.config import TrainConfig
 
     size = SIZES["quick" if quick else "full"]
     data_dir = easy_data(quick)
     storage = CACHE / "overhead"
     shutil.rmtree(storage, ignore_errors=True)
-    settings = SweepSettings(storage=str(storage), name="overhead", data=data_dir, num_samples=size["trials"], workers_per_trial=2,
-                             max_concurrent=1, searcher="random", scheduler="none")
     base = TrainConfig(**(size["train"] or PRESETS["cpu"]["train"]))
+    runs = {}
     with ProcessSampler(every=1.0, pss_every=5) as sampler:
         t0 = time.time()
         init_ray()
-        t1 = time.time()
-        exp = run_sweep(settings, base)
-        t2 = time.time()
-    t_init, t_sweep = t1 - t0, t2 - t1
-    samples = [(t, sum(p[2] for p in procs.values()), sum(p[3] for p in procs.values()) if all(p[3] >= 0 for p in procs.values()) else -1,
-                len(procs)) for t, procs in sampler.samples]
-    cpu = sampler.cpu_seconds(t1, t2, cpu_group)
-    by_title = sampler.cpu_seconds(t1, t2, lambda pid, title: os.path.basename(title.split()[0]) if title else "?")
-    _, history = load(exp)
-    trials = trial_times(history)
-    sum_train, sum_wall = sum(t["train_s"] for t in trials), sum(t["wall_s"] for t in trials)
-    gaps = [b["start"] - a["end"] for a, b in zip(trials, trials[1:])]
-    result = dict(
-        settings=dict(trials=size["trials"], workers_per_trial=2, max_concurrent=1, train=base.to_dict(), data=data_dir),
-        ray_init_s=t_init, sweep_wall_s=t_sweep, sweep_start=t1, trials=trials,
-        sum_train_s=sum_train, sum_trial_wall_s=sum_wall, gaps_between_trials_s=gaps,
-        first_report_s_median=median(t["first_report_s"] for t in trials), startup_s_median=median(t["startup_s"] for t in trials),
-        between_reports_s_median=median(t["between_reports_s"] for t in trials),
-        wall_over_train=t_sweep / sum_train, wall_over_trial_wall=t_sweep / sum_wall,
-        cpu_seconds_by_kind=cpu, cpu_seconds_by_process=dict(sorted(by_title.items(), key=lambda kv: -kv[1])[:15]), workers_share_of_cpu=cpu.get("train workers", 0.0) / sum(cpu.values()),
-        peak_rss_bytes=max(s[1] for s in samples), peak_pss_bytes=max(s[2] for s in samples), peak_processes=max(s[3] for s in samples),
-        memory_samples=[dict(t=s[0] - t1, rss=s[1], pss=s[2] if s[2] >= 0 else None, processes=s[3]) for s in samples],
-    )
+        t_init = time.time() - t0
+        for reuse in (False, True):
+            settings = SweepSettings(storage=str(storage), name=f"overhead-reuse{int(reuse)}", data=data_dir, num_samples=size["trials"],
+                                     workers_per_trial=2, max_concurrent=1, searcher="random", scheduler="none", reuse_actors=reuse)
+            runs[reuse] = measure(settings, base, sampler)
+            print(f"overhead, reuse_actors={reuse}: wall / training {runs[reuse]['wall_over_train']:.3f}, "
+                  f"first report {runs[reuse]['first_report_s_median']:.1f} s", flush=True)
+    result = dict(runs[True], settings=dict(trials=size["trials"], workers_per_trial=2, max_concurrent=1, train=base.to_dict(), data=data_dir),
+                  ray_init_s=t_init, fresh_actors={k: v for k, v in runs[False].items() if k not in ("memory_samples", "cpu_seconds_by_process")},
+                  reuse_over_fresh_wall_over_train=runs[True]["wall_over_train"] / runs[False]["wall_over_train"])
     plot(result, Path(out) / "overhead.png")
     write_json(out, "overhead", result)
     return result
@@ -119,8 +135,12 @@ def plot(r: dict, path: Path) -> None:
 
 
 def rows(r: dict) -> list[Row]:
+    fresh = r.get("fresh_actors")
+    before = [Row("overhead", "before: the same with a fresh trial actor per trial (same run)", fresh["wall_over_train"]),
+              Row("overhead", "before: trial start -> first report (s)", fresh["first_report_s_median"])] if fresh else []
     return [
         Row("overhead", "sweep wall / sum of trials' training time", r["wall_over_train"], "<= 1.1", r["wall_over_train"] <= 1.1),
+        *before,
         Row("overhead", "sweep wall / sum of trial wall times", r["wall_over_trial_wall"]),
         Row("overhead", "trial start -> first report (s), of which start-up (s)", f"{r['first_report_s_median']:.1f}, {r['startup_s_median']:.1f}"),
         Row("overhead", "eval + checkpoint + report per report (s)", r["between_reports_s_median"]),

@@ -33,6 +33,7 @@ class SweepSettings:
     searcher: str = "tpe"  # 'tpe' or 'random' (benchmarks)
     scheduler: str = "asha"  # 'asha' or 'none' (benchmarks)
     optuna_storage: str | None = None  # an Optuna RDB URL (e.g. postgresql://...); default: EXP/optuna.db when local
+    reuse_actors: bool = True  # a finished trial's actor runs the next one: its imports are not paid again
 
 
 def experiment_path(s: SweepSettings) -> str:
@@ -127,6 +128,7 @@ def run_sweep(s: SweepSettings, base: TrainConfig, space_overrides: dict | None 
                 search_alg=build_searcher(s, space, reference, exp),
                 scheduler=scheduler.build_asha(base.max_steps, rung_steps[0] if rung_steps else base.max_steps) if s.scheduler == "asha" else None,
                 num_samples=s.num_samples, max_concurrent_trials=concurrent, time_budget_s=s.time_budget_s or None,
+                reuse_actors=s.reuse_actors,
             ),
             run_config=tune.RunConfig(name=s.name, storage_path=storage.normalize(s.storage), verbose=1,
                                       failure_config=tune.FailureConfig(max_failures=0)),
