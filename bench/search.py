@@ -11,19 +11,23 @@ of an arm is built from its report timestamps: at each report, worker-seconds us
 trials (trial start = report timestamp - Tune's time_total_s) against the best val_full_match so far.
 The headline: the share of (b)'s budget that (c) needs to reach (b)'s final best (goal <= 1/3).
 Finished arms are kept in bench/.cache/search and reused by a rerun with the same settings.
+
+    python -m bench.search                                   # the CPU size: 3 arms x 2 seeds x 270 s (~30 min, 2 cores)
+    python -m bench.search --budget-s 1500 --max-steps 800   # trials long enough to learn on 2 cores (~2.5 h)
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
 import time
 from pathlib import Path
 
 import numpy as np
 
-from bench.common import CACHE, Row, easy_data, median, pyplot, read_json, standalone, write_json
+from bench.common import CACHE, RESULTS, Row, easy_data, median, pyplot, read_json, write_json
 
 ARMS = {
     "reference": dict(searcher="tpe", scheduler="none", label="(a) reference config alone"),
@@ -132,10 +136,16 @@ def run_arm(arm: str, seed: int, size: dict, train: dict, data_dir: str, root: P
     return result
 
 
-def run(out, quick: bool = False) -> dict:
+def sized(budget_s: float, max_steps: int, seeds: int, arms: list[str], num_samples: int) -> dict:
+    """A custom size (e.g. a GPU cluster's): trials of the cpu preset's shape at max_steps."""
+    return dict(arms=tuple(arms), seeds=tuple(range(seeds)), budget_s=budget_s, num_samples=num_samples,
+                train=dict(max_steps=max_steps, eval_every=max(1, max_steps // 10), warmup_steps=max(1, max_steps // 50), cosine_period=max_steps // 2))
+
+
+def run(out, quick: bool = False, size: dict | None = None) -> dict:
     from cluster.connect import init_ray
 
-    size = SIZES["quick" if quick else "full"]
+    size = size or SIZES["quick" if quick else "full"]
     data_dir = easy_data(quick)
     root = CACHE / ("search-quick" if quick else "search")
     if quick:
@@ -221,5 +231,24 @@ def rows(r: dict) -> list[Row]:
     return out
 
 
+def main() -> None:
+    import argparse
+
+    full = SIZES["full"]
+    p = argparse.ArgumentParser(prog="python -m bench.search", description="search efficiency; with no size flags, the 30-minute CPU size")
+    p.add_argument("--quick", action="store_true", help="tiny sizes (tests)")
+    p.add_argument("--out", type=Path, default=RESULTS)
+    p.add_argument("--budget-s", type=float, help=f"wall seconds per arm and seed (default {full['budget_s']})")
+    p.add_argument("--max-steps", type=int, help=f"steps of a search trial (default {full['train']['max_steps']})")
+    p.add_argument("--seeds", type=int, default=len(full["seeds"]))
+    p.add_argument("--arms", nargs="+", default=list(full["arms"]), choices=list(ARMS))
+    p.add_argument("--num-samples", type=int, default=full["num_samples"], help="trials an arm may start (the budget ends it first)")
+    args = p.parse_args()
+    custom = args.budget_s or args.max_steps
+    size = sized(args.budget_s or full["budget_s"], args.max_steps or full["train"]["max_steps"], args.seeds, args.arms, args.num_samples) if custom else None
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    run(args.out, args.quick, size)
+
+
 if __name__ == "__main__":
-    standalone("search", run)
+    main()
