@@ -16,3 +16,7 @@ captcha-tune retrain "$S/demo" --name easy --data data/easy30k --max-steps 3000 
 # 3) the same config on the mixed spec (68 symbols, up to 7 characters, arithmetic questions)
 [ -f data/mixed40k/meta.json ] || captcha-tune data generate --spec mixed --n 40000 --out data/mixed40k --seed 12
 captcha-tune retrain "$S/demo" --name mixed --data data/mixed40k --max-steps 3000 --patience 10 --test "$BENCH/synth-mixed-test.parquet"
+
+# 4) the figures into bench/results/accuracy.json and summary.md
+python -m bench.accuracy "$S/demo/retrain/easy" "$S/demo/retrain/mixed"
+python -m bench.run --only ""

@@ -17,6 +17,7 @@ from pathlib import Path
 from bench.common import RESULTS, machine, read_json
 
 NAMES = ("data", "throughput", "overhead", "gpu", "search")  # the order they run in
+COLLECTED = ("accuracy",)  # written by their own scripts (bench/accuracy.sh), shown in the summary
 
 
 def fmt(value) -> str:
@@ -30,7 +31,7 @@ def fmt(value) -> str:
 
 
 def summary(out: Path) -> str:
-    results = {name: r for name in NAMES if (r := read_json(out, name))}
+    results = {name: r for name in NAMES + COLLECTED if (r := read_json(out, name))}
     m = machine()
     lines = [
         "# Benchmarks",

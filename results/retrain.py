@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 
 from results.experiment import best_in_hindsight, load, load_sweep
 from trainable import storage
@@ -59,6 +60,6 @@ def retrain(exp, workers: int | None = None, gpus_per_worker: float | None = Non
     summary.update(model=out, sweep_best=origin)
     if test:
         m = evaluate(load_predictor(out), load_rows(test))
-        summary["test"] = {k: m[k] for k in ("full_match", "char_acc", "n")}
+        summary["test"] = dict({k: m[k] for k in ("full_match", "char_acc", "n")}, file=os.path.basename(str(test)))
     storage.write_text(storage.join(summary["run_path"], "summary.json"), json.dumps(summary, indent=2, default=str))
     return summary
