@@ -1,8 +1,8 @@
 """What a sweep costs beyond training: start-up per trial, time between reports, gaps, memory.
 
 K trials of the cpu preset (2 workers each) run one after another (`--scheduler none`, max_concurrent 1)
-through `search.sweep.run_sweep`, in this process, twice in one Ray: with a fresh trial actor per trial, then
-with Tune's reused actors (the default since this benchmark). From Tune's history of each trial:
+through `search.sweep.run_sweep`, in this process, twice in one Ray: with a fresh trial actor per trial (the
+default), then with Tune's reused actors (not the default: it breaks after an ASHA stop, see SweepSettings). From Tune's history of each trial:
 - time to first report (Tune's `time_total_s` of the first report) and the part of it that was training;
 - the sweep's wall time over the sum of the trials' own training time (last `train_seconds`; goal <= 1.1)
   and over the sum of the trials' wall times (the gaps Tune leaves between trials);
@@ -70,8 +70,8 @@ def measure(settings, base, sampler) -> dict:
 
 
 def run(out, quick: bool = False) -> dict:
-    """The same sweep twice in one Ray, a fresh trial actor per trial then reused actors (the default):
-    the ratio of the two is the before/after of that setting on the same machine state."""
+    """The same sweep twice in one Ray, a fresh trial actor per trial (the default) then reused actors:
+    the ratio of the two is what reuse would save, on the same machine state."""
     from captcha_tune.commands.sweep import PRESETS
     from cluster.connect import init_ray
     from search.sweep import SweepSettings
@@ -117,7 +117,7 @@ def plot(r: dict, path: Path) -> None:
     ax.set_yticks(range(len(r["trials"])), [f"trial {i + 1}" for i in range(len(r["trials"]))])
     ax.set_ylim(len(r["trials"]) + 0.4, -0.6)  # a free row at the bottom for the legend
     ax.set_xlabel("seconds since run_sweep was called")
-    ax.set_title(f"{len(r['trials'])} trials one after another: wall / training = {r['wall_over_train']:.2f} (goal <= 1.1), "
+    ax.set_title(("Tune reusing trial actors, " if r.get("reuse_actors") else "") + f"{len(r['trials'])} trials one after another: wall / training = {r['wall_over_train']:.2f} (goal <= 1.1), "
                  f"wall / trial walls = {r['wall_over_trial_wall']:.2f}", fontsize=9)
     ax.legend(fontsize=7, loc="lower right", ncol=2)
     ts = [m["t"] for m in r["memory_samples"]]
@@ -135,19 +135,19 @@ def plot(r: dict, path: Path) -> None:
 
 
 def rows(r: dict) -> list[Row]:
-    fresh = r.get("fresh_actors")
-    before = [Row("overhead", "before: the same with a fresh trial actor per trial (same run)", fresh["wall_over_train"]),
-              Row("overhead", "before: trial start -> first report (s)", fresh["first_report_s_median"])] if fresh else []
+    fresh = r.get("fresh_actors") or r  # the default: a fresh trial actor per trial
+    reused = [Row("overhead", "the same with Tune reusing trial actors (same run; not the default, see SweepSettings)", r["wall_over_train"]),
+              Row("overhead", "trial start -> first report (s): fresh / reused trial actors", f"{fresh['first_report_s_median']:.1f} / {r['first_report_s_median']:.1f}")] \
+        if r.get("fresh_actors") else [Row("overhead", "trial start -> first report (s)", r["first_report_s_median"])]
     return [
-        Row("overhead", "sweep wall / sum of trials' training time", r["wall_over_train"], "<= 1.1", r["wall_over_train"] <= 1.1),
-        *before,
-        Row("overhead", "sweep wall / sum of trial wall times", r["wall_over_trial_wall"]),
-        Row("overhead", "trial start -> first report (s), of which start-up (s)", f"{r['first_report_s_median']:.1f}, {r['startup_s_median']:.1f}"),
+        Row("overhead", "sweep wall / sum of trials' training time", fresh["wall_over_train"], "<= 1.1", fresh["wall_over_train"] <= 1.1),
+        *reused,
+        Row("overhead", "sweep wall / sum of trial wall times", fresh["wall_over_trial_wall"]),
+        Row("overhead", "start-up of a trial: to its first step (s)", fresh["startup_s_median"]),
         Row("overhead", "eval + checkpoint + report per report (s)", r["between_reports_s_median"]),
         Row("overhead", "share of the sweep's CPU time used by the train workers", r["workers_share_of_cpu"]),
         Row("overhead", "peak memory of the sweep: summed RSS / PSS (GiB)", f"{r['peak_rss_bytes'] / 2**30:.1f} / {r['peak_pss_bytes'] / 2**30:.1f}"),
     ]
-
 
 if __name__ == "__main__":
     standalone("overhead", run)

@@ -33,7 +33,9 @@ class SweepSettings:
     searcher: str = "tpe"  # 'tpe' or 'random' (benchmarks)
     scheduler: str = "asha"  # 'asha' or 'none' (benchmarks)
     optuna_storage: str | None = None  # an Optuna RDB URL (e.g. postgresql://...); default: EXP/optuna.db when local
-    reuse_actors: bool = True  # a finished trial's actor runs the next one: its imports are not paid again
+    # Off: Tune can reuse a trial's actor only when its function has returned, and an ASHA-stopped trial's function
+    # is still inside TorchTrainer.fit(); Tune then marks the *next* trial errored. (On saves ~2 s a trial.)
+    reuse_actors: bool = False
 
 
 def experiment_path(s: SweepSettings) -> str:
