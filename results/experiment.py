@@ -151,8 +151,8 @@ def print_summary(exp) -> None:
         print("\nleaderboard (best validation full match)\n" + leaderboard(trials).to_string(index=False))
     st = trials["status"]
     print(f"\n{len(trials)} trials: {st.eq('completed').sum()} completed, {st.str.startswith('stopped by ASHA').sum()} stopped by ASHA, "
-          f"{st.str.startswith('stopped at').sum()} stopped by the time budget, "
-          f"{st.str.startswith('errored').sum()} errored, {(~st.str.match('completed|stopped|errored')).sum()} running/pending")
+          + (f"{st.str.startswith('stopped at').sum()} stopped by the time budget, " if st.str.startswith("stopped at").any() else "")
+          + f"{st.str.startswith('errored').sum()} errored, {(~st.str.match('completed|stopped|errored')).sum()} running/pending")
     done = trials[trials["best_val_full_match"].notna()]
     if len(done):
         best = done.loc[done["best_val_full_match"].idxmax()]
