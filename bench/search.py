@@ -51,7 +51,7 @@ SIZES = dict(
 def reference_steps(size: dict, out) -> int:
     """max_steps of arm (a): what one trial runs in the budget, from overhead.json's trials when present."""
     train, every = size["train"], size["train"]["eval_every"]
-    measured = read_json(out, "overhead")
+    measured = read_json(out, "overhead") or read_json(RESULTS, "overhead")
     if measured:
         t, measured_steps = measured["trials"], measured["settings"]["train"]["max_steps"]
         startup = median(x["startup_s"] for x in t)
