@@ -62,6 +62,32 @@ def status_of(trial, steps_run: int, max_steps: int, rungs: list[int], eval_ever
     return trial.status.lower()
 
 
+FINISHED = ("completed", "stopped by ASHA", "stopped by the time budget")  # status classes with a final result
+
+
+def status_class(status: str) -> str:
+    """'completed' | 'stopped by ASHA' | 'stopped by the time budget' | 'errored' | 'running' (running, pending, ...)."""
+    status = str(status)
+    if status == "completed":
+        return "completed"
+    if status.startswith("stopped by ASHA"):
+        return "stopped by ASHA"
+    if status.startswith("stopped at"):
+        return "stopped by the time budget"
+    if status.startswith("errored"):
+        return "errored"
+    return "running"
+
+
+def status_counts(statuses: pd.Series) -> str:
+    """'N trials: a completed, b stopped by ASHA, [c stopped by the time budget, ]d errored, e running/pending'."""
+    cls = statuses.map(status_class)
+    budget = cls.eq("stopped by the time budget").sum()
+    return (f"{len(cls)} trial{'s' if len(cls) != 1 else ''}: {cls.eq('completed').sum()} completed, {cls.eq('stopped by ASHA').sum()} stopped by ASHA, "
+            + (f"{budget} stopped by the time budget, " if budget else "")
+            + f"{cls.eq('errored').sum()} errored, {cls.eq('running').sum()} running/pending")
+
+
 def load(exp) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(trials: one row per trial, history: one row per report)."""
     from ray.tune import ExperimentAnalysis
@@ -149,10 +175,7 @@ def print_summary(exp) -> None:
         return
     with pd.option_context("display.width", 200, "display.max_columns", 20, "display.max_colwidth", 40, "display.float_format", "{:.4g}".format):
         print("\nleaderboard (best validation full match)\n" + leaderboard(trials).to_string(index=False))
-    st = trials["status"]
-    print(f"\n{len(trials)} trials: {st.eq('completed').sum()} completed, {st.str.startswith('stopped by ASHA').sum()} stopped by ASHA, "
-          + (f"{st.str.startswith('stopped at').sum()} stopped by the time budget, " if st.str.startswith("stopped at").any() else "")
-          + f"{st.str.startswith('errored').sum()} errored, {(~st.str.match('completed|stopped|errored')).sum()} running/pending")
+    print("\n" + status_counts(trials["status"]))
     done = trials[trials["best_val_full_match"].notna()]
     if len(done):
         best = done.loc[done["best_val_full_match"].idxmax()]

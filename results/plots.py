@@ -14,6 +14,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from results.experiment import FINISHED, status_class  # noqa: E402
 from trainable.schedule import lr_at  # noqa: E402
 
 METRIC = "best_val_full_match"
@@ -24,20 +25,6 @@ STATUS_STYLE = {  # status class -> line/marker style
     "errored": dict(color="tab:red", lw=1.0, alpha=0.8, ls="--", zorder=3),
     "running": dict(color="tab:gray", lw=1.0, alpha=0.7, ls=":"),
 }
-
-
-def status_class(status: str) -> str:
-    """'completed' | 'stopped by ASHA' | 'stopped by the time budget' | 'errored' | 'running' (running, pending, ...)."""
-    status = str(status)
-    if status == "completed":
-        return "completed"
-    if status.startswith("stopped by ASHA"):
-        return "stopped by ASHA"
-    if status.startswith("stopped at"):
-        return "stopped by the time budget"
-    if status.startswith("errored"):
-        return "errored"
-    return "running"
 
 
 def best_trial(trials: pd.DataFrame):
@@ -185,7 +172,7 @@ def _study(trials: pd.DataFrame, space: dict):
     from search.space import Param, to_optuna
 
     dists = to_optuna({k: Param(p["kind"], p.get("low", 0.0), p.get("high", 0.0), tuple(p.get("choices") or ())) for k, p in space.items()})
-    finished = trials[trials["status"].map(status_class).isin(["completed", "stopped by ASHA", "stopped by the time budget"]) & trials[METRIC].notna()]
+    finished = trials[trials["status"].map(status_class).isin(FINISHED) & trials[METRIC].notna()]
     study = optuna.create_study(direction="maximize")
     for _, t in finished.iterrows():
         params = {k: (int(t[k]) if isinstance(d, optuna.distributions.IntDistribution) else t[k] if isinstance(d, optuna.distributions.CategoricalDistribution)

@@ -28,11 +28,8 @@ def markdown_table(df: pd.DataFrame) -> str:
 
 
 def _status_lines(trials: pd.DataFrame) -> list[str]:
-    cls = trials["status"].map(plots.status_class)
-    budget = cls.eq("stopped by the time budget").sum()
-    lines = [f"{len(trials)} trial{'s' if len(trials) != 1 else ''}: {cls.eq('completed').sum()} completed, {cls.eq('stopped by ASHA').sum()} stopped by ASHA, "
-             + (f"{budget} stopped by the time budget, " if budget else "")
-             + f"{cls.eq('errored').sum()} errored, {cls.eq('running').sum()} running/pending"]
+    cls = trials["status"].map(experiment.status_class)
+    lines = [experiment.status_counts(trials["status"])]
     errored = [f"- `{t['trial_id']}` {t['status']}" for _, t in trials[cls.eq("errored")].iterrows()]
     return lines + ([""] + errored if errored else [])
 
@@ -79,7 +76,7 @@ def write_report(exp, out_dir=None) -> str:
            f"![hyperparameters vs metric]({os.path.basename(path)})", ""]
     path, imp = plots.importance(trials, space, os.path.join(out, "importance.png"))
     md += ["## Parameter importance", ""]
-    finished = trials["status"].map(plots.status_class).isin(["completed", "stopped by ASHA", "stopped by the time budget"]).sum()
+    finished = trials["status"].map(experiment.status_class).isin(experiment.FINISHED).sum()
     md += [markdown_table(pd.DataFrame(dict(parameter=list(imp), importance=list(imp.values())))), "",
            f"From {finished} finished trials (completed or stopped early, valued by their best val_full_match); "
            "with few trials these are rough.", ""] if imp else \

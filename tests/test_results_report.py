@@ -153,4 +153,4 @@ def test_a_stop_off_the_rungs_is_the_time_budget_not_asha():
     assert status_of(done, 150, 500, [150, 450], eval_every=50) == "stopped by ASHA at step 150 (rung 1)"
     assert status_of(done, 200, 500, [150, 450], eval_every=50) == "stopped at step 200 by the time budget"
     assert status_of(done, 150, 500, [], eval_every=50) == "stopped at step 150 by the time budget"  # no ASHA in this sweep
-    assert plots.status_class("stopped at step 0 by the time budget") == "stopped by the time budget"
+    assert experiment.status_class("stopped at step 0 by the time budget") == "stopped by the time budget"
