@@ -190,3 +190,25 @@ class ProcessSampler:
             key = group(pid, titles.get(pid, ""))
             out[key] = out.get(key, 0.0) + used - (first[pid][1] if pid in first else 0.0)
         return out
+
+
+# Ray Train's cluster-only helpers turned off (the preemption watcher, one more process per run, and the
+# Prometheus metrics callbacks): the "lean" A/B arm of bench.overhead and bench.throughput. Not the project's
+# default: the gain was within noise, and the one sweep run that way showed an abort dump at an ASHA stop.
+LEAN_TRAIN_ENV = {"RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0", "RAY_TRAIN_METRICS_ENABLED": "0"}
+
+
+def fresh_ray(lean: bool) -> None:
+    """Restart the embedded Ray, with Ray Train's default helpers or (lean) without its cluster-only ones;
+    the local raylet and every worker inherit this process's environment."""
+    import ray
+
+    from cluster.connect import init_ray
+
+    ray.shutdown()
+    for k, v in LEAN_TRAIN_ENV.items():
+        if lean:
+            os.environ[k] = v
+        else:
+            os.environ.pop(k, None)
+    init_ray()

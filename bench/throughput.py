@@ -6,9 +6,8 @@ worker does (evaluation and checkpointing fall between intervals, outside the cl
 is warm-up and is dropped. The bare loop runs in a freshly spawned process, as a Ray worker does; "bare2"
 is two independent bare loops at once, the machine's own 2-core scaling, which bounds what 2 DDP workers
 can reach. Runs alternate (bare, Ray 1, bare2, Ray 2, then the reverse) and medians over the repeats are
-reported. "ray2_train_defaults" is Ray 2 workers in a Ray started with Ray Train's default helpers
-(`init_ray(lean_local=False)`): the A/B of the local default's `cluster.connect.LOCAL_ONLY_ENV`, Ray
-restarted between the two kinds of arm. The Ray side reads the `images_per_s` the worker reports (global, all workers), and the CPU
+reported. "ray2_lean" is Ray 2 workers in a Ray started with Ray Train's cluster-only helpers off
+(`bench.common.LEAN_TRAIN_ENV`), Ray restarted between the two kinds of arm: an A/B of those helpers. The Ray side reads the `images_per_s` the worker reports (global, all workers), and the CPU
 each kind of process used meanwhile (/proc), to show what competes with the workers for the cores.
 """
 
@@ -23,7 +22,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
-from bench.common import CACHE, ProcessSampler, Row, cpu_group, easy_data, median, pyplot, standalone, write_json
+from bench.common import CACHE, ProcessSampler, Row, cpu_group, easy_data, fresh_ray, median, pyplot, standalone, write_json
 from trainable.config import TrainConfig
 from trainable.data import load_split
 from trainable.model import build_model
@@ -31,8 +30,8 @@ from trainable.schedule import lr_at
 from trainable.step import CaptchaArrays, evaluate, memory_format, train_step
 
 PER_WORKER_BATCH = 128
-# bare2: two independent bare loops at once, the machine's own 2-core scaling; ray2_train_defaults: see above
-ARMS = ("bare", "ray1", "bare2", "ray2", "ray2_train_defaults")
+# bare2: two independent bare loops at once, the machine's own 2-core scaling; ray2_lean: see above
+ARMS = ("bare", "ray1", "bare2", "ray2", "ray2_lean")
 SIZES = dict(full=dict(eval_every=40, intervals=4, repeats=3), quick=dict(eval_every=4, intervals=2, repeats=1))
 
 
@@ -104,30 +103,13 @@ def ray_run(cfg: TrainConfig, workers: int, storage: Path, name: str) -> dict:
                 cpu_s=sampler.cpu_seconds(start, end, cpu_group))
 
 
-def ray_mode(lean: bool, current: list) -> None:
-    """Make the running Ray a lean local one or one with Train's default helpers (restart if it is not)."""
-    import os
-
-    import ray
-
-    from cluster.connect import LOCAL_ONLY_ENV, init_ray
-
-    if current and current[0] == lean and ray.is_initialized():
-        return
-    ray.shutdown()
-    for k in LOCAL_ONLY_ENV:
-        os.environ.pop(k, None)
-    init_ray(lean_local=lean)
-    current[:] = [lean]
-
-
 def run(out, quick: bool = False) -> dict:
     size = SIZES["quick" if quick else "full"]
     data_dir = easy_data(quick)
     storage = CACHE / "throughput"
     shutil.rmtree(storage, ignore_errors=True)
     storage.mkdir(parents=True)
-    mode = []
+    mode = []  # the kind of Ray running: [lean?]
     runs = {arm: [] for arm in ARMS}
     for k in range(size["repeats"]):
         for arm in ARMS if k % 2 == 0 else reversed(ARMS):
@@ -137,7 +119,9 @@ def run(out, quick: bool = False) -> dict:
                 per_process = bare_processes(cfg, workers)
                 r = dict(per_process=per_process, images_per_s=sum(rate(p) for p in per_process))
             else:
-                ray_mode(lean=arm != "ray2_train_defaults", current=mode)
+                if mode != [arm == "ray2_lean"]:
+                    fresh_ray(lean=arm == "ray2_lean")
+                    mode = [arm == "ray2_lean"]
                 r = ray_run(cfg, workers, storage, f"{arm}-rep{k}")
                 r["images_per_s"] = rate(r["per_interval"])
             runs[arm].append(r)
@@ -148,13 +132,13 @@ def run(out, quick: bool = False) -> dict:
         return median(x["images_per_s"] / y["images_per_s"] for x, y in zip(runs[a], runs[b]))
 
     cpu = {arm: {g: median(r["cpu_s"].get(g, 0.0) / r["window_s"] for r in runs[arm]) for g in
-                 ("train workers", "other Ray actors", "Ray system processes", "driver")} for arm in ("ray1", "ray2", "ray2_train_defaults")}
+                 ("train workers", "other Ray actors", "Ray system processes", "driver")} for arm in ("ray1", "ray2", "ray2_lean")}
     result = dict(
         settings=dict(size, per_worker_batch=PER_WORKER_BATCH, threads_per_process=1, model=dict(channels=TrainConfig.channels,
                       img_height=TrainConfig.img_height, img_width=TrainConfig.img_width), data=data_dir),
         runs=runs, images_per_s=med, ray1_over_bare=paired("ray1", "bare"), ray2_over_ray1=paired("ray2", "ray1"),
         bare2_over_bare=paired("bare2", "bare"), ray2_over_bare2=paired("ray2", "bare2"),
-        ray2_lean_over_train_defaults=paired("ray2", "ray2_train_defaults"), ray2_train_defaults_over_ray1=paired("ray2_train_defaults", "ray1"),
+        ray2_lean_over_default=paired("ray2_lean", "ray2"),
         cores_busy_during_training=cpu,  # CPU seconds per second of the measured intervals, by kind of process
     )
     plot(result, Path(out) / "throughput.png")
@@ -166,8 +150,8 @@ def plot(r: dict, path: Path) -> None:
     plt = pyplot()
     runs = r["runs"]
     labels = {"bare": "bare loop\n1 process", "ray1": "Ray Train\n1 worker", "bare2": "2 bare loops\nat once (sum)", "ray2": "Ray Train\n2 workers (global)",
-              "ray2_train_defaults": "Ray Train 2 workers,\nTrain's default helpers"}
-    colors = {"bare": "#888888", "ray1": "#1f77b4", "bare2": "#bbbbbb", "ray2": "#2ca02c", "ray2_train_defaults": "#98df8a"}
+              "ray2_lean": "Ray Train 2 workers,\nlean arm"}
+    colors = {"bare": "#888888", "ray1": "#1f77b4", "bare2": "#bbbbbb", "ray2": "#2ca02c", "ray2_lean": "#98df8a"}
     fig, (ax, cpu) = plt.subplots(1, 2, figsize=(10, 4.2), gridspec_kw=dict(width_ratios=[2, 1]))
     labels = {a: l for a, l in labels.items() if a in runs}
     for i, arm in enumerate(labels):
@@ -185,7 +169,7 @@ def plot(r: dict, path: Path) -> None:
     ax.legend(fontsize=8, loc="upper left")
     groups = ["train workers", "other Ray actors", "Ray system processes", "driver"]
     gcolors = ["#2ca02c", "#ff7f0e", "#d62728", "#9467bd"]
-    cpu_arms = [a for a in ("ray1", "ray2", "ray2_train_defaults") if a in r["cores_busy_during_training"]]
+    cpu_arms = [a for a in ("ray1", "ray2", "ray2_lean") if a in r["cores_busy_during_training"]]
     for j, arm in enumerate(cpu_arms):
         bottom = 0.0
         for g, c in zip(groups, gcolors):
@@ -193,7 +177,7 @@ def plot(r: dict, path: Path) -> None:
             cpu.bar(j, v, bottom=bottom, color=c, width=0.6, label=g if j == 0 else None)
             bottom += v
     cpu.axhline(2, color="k", lw=1, ls=":")
-    cpu.set_xticks(range(len(cpu_arms)), ["1 worker", "2 workers", "2, Train\ndefaults"][:len(cpu_arms)], fontsize=8)
+    cpu.set_xticks(range(len(cpu_arms)), ["1 worker", "2 workers", "2, lean\narm"][:len(cpu_arms)], fontsize=8)
     cpu.set_ylabel("cores busy while training (CPU-s per s)")
     cpu.set_ylim(0, 2.6)
     cpu.set_title("who uses the 2 cores", fontsize=9)
@@ -213,10 +197,9 @@ def rows(r: dict) -> list[Row]:
         Row("throughput", "cores used by non-worker processes while 2 workers train", sum(v for g, v in others.items() if g != "train workers")),
         Row("throughput", "images/s: bare / Ray 1 worker / 2 bare / Ray 2 workers",
             " / ".join(f"{ips[a]:.0f}" for a in ("bare", "ray1", "bare2", "ray2"))),
-        *([Row("throughput", "Ray 2 workers, lean local Ray / Train's default helpers (images/s, paired)", r["ray2_lean_over_train_defaults"]),
-           Row("throughput", "2 / 1 workers with Train's default helpers; their non-worker cores",
-               f"{r['ray2_train_defaults_over_ray1']:.2f}; {sum(v for g, v in r['cores_busy_during_training']['ray2_train_defaults'].items() if g != 'train workers'):.3f}")]
-          if "ray2_lean_over_train_defaults" in r else []),
+        *([Row("throughput", "Ray 2 workers, lean arm (Train's cluster-only helpers off) / default (images/s, paired); lean arm's non-worker cores",
+               f"{r['ray2_lean_over_default']:.3f}; {sum(v for g, v in r['cores_busy_during_training']['ray2_lean'].items() if g != 'train workers'):.3f}")]
+          if "ray2_lean_over_default" in r else []),
     ]
 
 

@@ -12,12 +12,6 @@ TRAIN_ENV = {
     "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"),
 }
 
-# Train helpers that serve a cluster and only cost start-up on one machine, each one more process starting
-# beside every trial's workers: the preemption watcher (polls the nodes for spot-preemption notices) and the
-# Prometheus metrics callbacks. Off on the embedded local Ray unless set in the environment; a cluster
-# (RAY_ADDRESS) keeps Ray's defaults. bench/overhead.py measures both ways in one run.
-LOCAL_ONLY_ENV = {"RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0", "RAY_TRAIN_METRICS_ENABLED": "0"}
-
 # A resource only the head node has (ray._common.constants.HEAD_NODE_RESOURCE_NAME): asking for a sliver of
 # it places an actor on the head.
 HEAD_NODE = "node:__internal_head__"
@@ -27,18 +21,15 @@ class ResourceError(ValueError):
     """A request that no node or the whole cluster can satisfy."""
 
 
-def init_ray(num_cpus: int | None = None, address: str | None = None, lean_local: bool = True) -> None:
+def init_ray(num_cpus: int | None = None, address: str | None = None) -> None:
     import ray
 
     if ray.is_initialized():
         return
-    address = address or os.environ.get("RAY_ADDRESS")
-    env = dict(TRAIN_ENV)
-    if not address and lean_local:
-        env.update({k: os.environ.get(k, v) for k, v in LOCAL_ONLY_ENV.items()})
-    os.environ.update(env)
+    os.environ.update(TRAIN_ENV)
     os.environ.setdefault("RAY_DEDUP_LOGS", "1")
-    kwargs = dict(runtime_env={"env_vars": env}, log_to_driver=True, configure_logging=True, logging_level="WARNING")
+    address = address or os.environ.get("RAY_ADDRESS")
+    kwargs = dict(runtime_env={"env_vars": TRAIN_ENV}, log_to_driver=True, configure_logging=True, logging_level="WARNING")
     if address:
         ray.init(address=address, **kwargs)
     else:

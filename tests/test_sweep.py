@@ -47,11 +47,6 @@ def test_sweep_reference_first_asha_stops_some_checkpoints(easy_data, tmp_path):
     assert os.path.exists(ckpt) and origin["val_full_match"] == trials["best_val_full_match"].max()
     board = leaderboard(trials)
     assert board.iloc[0]["best_val_full_match"] == trials["best_val_full_match"].max() and len(board) == 6
-    # the embedded Ray runs Train without its cluster-only helpers (cluster.connect.LOCAL_ONLY_ENV)
-    from ray.util.state import list_actors
-
-    classes = {a.class_name for a in list_actors(limit=10000, raise_on_missing_output=False)}
-    assert "TrainController" in classes and "PreemptionWatcher" not in classes, classes
 
 
 def test_worker_failure_is_retried_from_checkpoint(easy_data, tmp_path):
