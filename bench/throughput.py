@@ -7,7 +7,8 @@ is warm-up and is dropped. The bare loop runs in a freshly spawned process, as a
 is two independent bare loops at once, the machine's own 2-core scaling, which bounds what 2 DDP workers
 can reach. Runs alternate (bare, Ray 1, bare2, Ray 2, then the reverse) and medians over the repeats are
 reported. "ray2_lean" is Ray 2 workers in a Ray started with Ray Train's cluster-only helpers off
-(`bench.common.LEAN_TRAIN_ENV`), Ray restarted between the two kinds of arm: an A/B of those helpers. The Ray side reads the `images_per_s` the worker reports (global, all workers), and the CPU
+(`bench.common.LEAN_TRAIN_ENV`), Ray restarted between the two kinds of arm: an A/B of those helpers.
+The Ray side reads the `images_per_s` the worker reports (global, all workers), and the CPU
 each kind of process used meanwhile (/proc), to show what competes with the workers for the cores.
 """
 
@@ -109,7 +110,7 @@ def run(out, quick: bool = False) -> dict:
     storage = CACHE / "throughput"
     shutil.rmtree(storage, ignore_errors=True)
     storage.mkdir(parents=True)
-    mode = []  # the kind of Ray running: [lean?]
+    lean_up = None  # the Ray running: None (none yet), True (the lean arm's), False (Ray Train's defaults)
     runs = {arm: [] for arm in ARMS}
     for k in range(size["repeats"]):
         for arm in ARMS if k % 2 == 0 else reversed(ARMS):
@@ -119,9 +120,9 @@ def run(out, quick: bool = False) -> dict:
                 per_process = bare_processes(cfg, workers)
                 r = dict(per_process=per_process, images_per_s=sum(rate(p) for p in per_process))
             else:
-                if mode != [arm == "ray2_lean"]:
-                    fresh_ray(lean=arm == "ray2_lean")
-                    mode = [arm == "ray2_lean"]
+                if lean_up != (arm == "ray2_lean"):
+                    lean_up = arm == "ray2_lean"
+                    fresh_ray(lean=lean_up)
                 r = ray_run(cfg, workers, storage, f"{arm}-rep{k}")
                 r["images_per_s"] = rate(r["per_interval"])
             runs[arm].append(r)
