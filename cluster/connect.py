@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 
+from trainable.errors import UserError
+
 # Ray Train settings every process of a run needs (the Train controller reads them):
 # a worker group that cannot start within this time fails the run instead of waiting forever.
 TRAIN_ENV = {
@@ -17,7 +19,7 @@ TRAIN_ENV = {
 HEAD_NODE = "node:__internal_head__"
 
 
-class ResourceError(ValueError):
+class ResourceError(UserError):
     """A request that no node or the whole cluster can satisfy."""
 
 

@@ -19,6 +19,7 @@ import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from trainable import storage
+from trainable.errors import UserError
 
 PROBE_TIMEOUT_S = 30.0
 _FILE = "it is a file, not a folder"
@@ -33,7 +34,7 @@ _FAILED = {
 }
 
 
-class StorageError(ValueError):
+class StorageError(UserError):
     """Storage that the driver or a node cannot write, read back or delete."""
 
 

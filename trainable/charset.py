@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import string
 
+from trainable.errors import UserError
+
 PAD = " "
 # The original project's 68 symbols: digits, upper, lower, the space pad, arithmetic signs.
 FULL_CHARSET = PAD + string.digits + string.ascii_uppercase + string.ascii_lowercase + "+-*=?"
 MAX_LEN = 7
 
 
-class LabelError(ValueError):
+class LabelError(UserError):
     """A label that this charset / max length cannot represent."""
 
 

@@ -21,6 +21,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from trainable.charset import FULL_CHARSET, MAX_LEN, PAD, charset_from_labels, check_label, encode
+from trainable.errors import UserError
 from trainable.preprocess import images_to_array
 
 SHARD_ROWS = 5000
@@ -33,7 +34,7 @@ SPECS = {
 }
 
 
-class DataError(ValueError):
+class DataError(UserError):
     """A dataset that is missing or unusable; the message says how to fix it."""
 
 

@@ -15,7 +15,7 @@ def register(sub) -> None:
     p.add_argument("--storage", default="runs", help="folder or URI holding runs")
     p.add_argument("--name", default="train", help="run name; the same name resumes the run")
     p.add_argument("--smoke", action="store_true", help=f"a few-minute CPU run: {SMOKE}")
-    add_arguments(p)
+    add_arguments(p, skip=("fail_once_at_step",))  # test-only fault injection: tests pass it in the config dict
     p.set_defaults(func=run)
 
 
