@@ -1,15 +1,22 @@
-"""One checkpoint format (nanoGPT style: one dict) read by one loader: resume, evaluate, export, retrain."""
+"""One checkpoint format (nanoGPT style: one dict) read by one loader: resume, evaluate, export, retrain.
+
+The dict holds only tensors and plain values (str, int, float, bool, None, lists and dicts of them), so it
+loads with `torch.load(weights_only=True)`: a checkpoint from elsewhere can't run code when it is opened.
+"""
 
 from __future__ import annotations
 
 import io
 import json
 import os
+import pickle
+import re
 from pathlib import Path
 
 import torch
 
 from trainable import storage
+from trainable.errors import UserError
 from trainable.config import TrainConfig
 from trainable.model import build_model
 
@@ -22,7 +29,7 @@ def save(path, model, optimizer, step: int, cfg: TrainConfig, meta: dict, metric
     path.mkdir(parents=True, exist_ok=True)
     state = dict(
         model=model.state_dict(), optimizer=optimizer.state_dict() if optimizer else None, step=step,
-        config=cfg.to_dict(), charset=meta["charset"], max_len=meta["max_len"], metrics=metrics,
+        config=plain(cfg.to_dict()), charset=plain(meta["charset"]), max_len=int(meta["max_len"]), metrics=plain(metrics),
     )
     tmp = path / (FILE + ".tmp")
     torch.save(state, tmp)
@@ -42,10 +49,41 @@ def find(path) -> str:
     raise FileNotFoundError(f"no checkpoint at {path}: give a checkpoint dir, a checkpoint.pt, or a run dir with summary.json")
 
 
+def plain(v):
+    """`v` with numpy scalars and arrays turned into Python values (which weights_only loads), recursively."""
+    if isinstance(v, dict):
+        return {k: plain(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return type(v)(plain(x) for x in v)
+    if hasattr(v, "tolist") and not isinstance(v, torch.Tensor):  # np.float64(0.5), np.int64(3), np.ndarray
+        return v.tolist()
+    return v
+
+
 def load(path, map_location="cpu") -> dict:
+    """The checkpoint dict; anything but tensors and plain values inside is refused before it can run code."""
     file = find(path)
     source = io.BytesIO(storage.read_bytes(file)) if storage.is_uri(file) else file  # a URI is read into memory
-    return torch.load(source, map_location=map_location, weights_only=False)
+    try:
+        return torch.load(source, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        found = re.search(r"unsupported global[^\n]*?(?=\.?\n|\.?$)|unsupported operand[^\n]*", str(e), re.IGNORECASE)
+        if not found or not found.group(0).lower().startswith("unsupported global"):  # not a pickle at all: corrupt or foreign
+            raise pickle.UnpicklingError(f"not a torch checkpoint ({found.group(0) if found else 'unreadable'})") from None
+        raise UserError(f"{file} is not a plain captcha-tune checkpoint ({found.group(0)}), so it was not opened "
+                        "(unpickling it could run code); if you trust it (e.g. saved by an older captcha-tune), convert it "
+                        f"once: python -c \"from trainable.checkpoint import convert; convert('{file}')\"") from None
+
+
+def convert(file) -> None:
+    """Rewrite a checkpoint you trust (e.g. one saved before checkpoints were plain) so that `load` opens it.
+
+    This unpickles the file in full (weights_only=False), which runs any code inside it: only for your own files.
+    """
+    state = torch.load(file, map_location="cpu", weights_only=False)
+    tmp = f"{file}.tmp"
+    torch.save({k: v if k in ("model", "optimizer") else plain(v) for k, v in state.items()}, tmp)
+    os.replace(tmp, file)
 
 
 def load_model(path_or_state, map_location="cpu"):
