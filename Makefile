@@ -17,7 +17,7 @@ $(VENV)/.installed: pyproject.toml
 
 sweep: setup
 	$(BIN)/captcha-tune sweep --name demo
-	$(BIN)/captcha-tune results experiments/demo
+	$(BIN)/captcha-tune results experiments/demo --quiet  # the plots and report.md; sweep printed the leaderboard
 
 test: setup
 	$(BIN)/python -m pytest -q

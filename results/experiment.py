@@ -8,11 +8,14 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
+from collections import Counter
 
 import pandas as pd
 import pyarrow.fs as pafs
 
 from trainable import storage
+from trainable.errors import UserError
 
 HISTORY_COLUMNS = ["step", "lr", "train_loss", "val_full_match", "val_char_acc", "val_loss", "val_score", "train_seconds",
                    "images_per_s", "diverged", "start_step", "node_id", "checkpoint_path", "time_total_s", "timestamp"]
@@ -79,6 +82,41 @@ def status_class(status: str) -> str:
     return "running"
 
 
+def short_status(status: str) -> str:
+    """A status for a terminal column: 'completed', 'ASHA@200', 'budget@300', 'diverged@450', 'errored', 'running'."""
+    status = str(status)
+    step = re.search(r"at step (\d+)", status)
+    cls = status_class(status)
+    if cls == "stopped by ASHA":
+        return f"ASHA@{step.group(1)}"
+    if cls == "stopped by the time budget":
+        return f"budget@{step.group(1)}"
+    if cls == "errored":
+        return f"diverged@{step.group(1)}" if "diverged" in status and step else "errored"
+    return status
+
+
+def error_reason(status: str) -> str:
+    """The reason of an 'errored: ...' status without the exception's class name."""
+    reason = str(status).removeprefix("errored: ").strip()
+    return re.sub(r"^[\w.]*(Error|Exception)(\([\w.]*\))?: ", "", reason)
+
+
+def check_errored(trials: pd.DataFrame) -> None:
+    """Raise a one-line UserError when trials errored and none finished: the sweep found nothing.
+
+    '8 of 8 trials errored: 8 x loss must be 'focal' or 'ce', not 'x''; the reasons are counted, most common first.
+    """
+    if not len(trials):
+        return
+    cls = trials["status"].map(status_class)
+    errored = trials["status"][cls.eq("errored")]
+    if not len(errored) or cls.isin(FINISHED).any():
+        return
+    counts = Counter(error_reason(s) for s in errored)
+    raise UserError(f"{len(errored)} of {len(trials)} trials errored: " + "; ".join(f"{n} x {r}" for r, n in counts.most_common()))
+
+
 def status_counts(statuses: pd.Series) -> str:
     """'N trials: a completed, b stopped by ASHA, [c stopped by the time budget, ]d errored, e running/pending'."""
     cls = statuses.map(status_class)
@@ -143,8 +181,29 @@ def best_in_hindsight(exp) -> tuple[str, dict]:
     return storage.join(row["checkpoint_path"], "checkpoint.pt"), origin
 
 
-def edge_warnings(trials: pd.DataFrame, space: dict, tol: float = 0.05) -> list[str]:
-    """Best-trial parameters within `tol` of a search-range edge (log distance for log ranges)."""
+STEP_SETTINGS = ("warmup_steps", "cosine_period")  # searched as fractions of max_steps, stored as steps
+HARD_CEILINGS = {"augment": 2.0}  # TrainConfig rejects more
+
+
+def hard_limits(name: str, p: dict, max_steps: int | None = None) -> tuple[float | None, float | None]:
+    """(floor, ceiling) that no range of `name` can pass, None where a range can be widened that way.
+
+    search/space.py rejects bounds below 0 (log ranges: 0 itself) and step fractions above 1.0 (= max_steps);
+    a cosine period is at least one step.
+    """
+    floor = None if p["kind"] == "log" else 1 if name == "cosine_period" else 0
+    if p["kind"] == "steps":
+        ceiling = 1.0
+    elif name in STEP_SETTINGS and max_steps:
+        ceiling = max_steps
+    else:
+        ceiling = HARD_CEILINGS.get(name)
+    return floor, ceiling
+
+
+def edge_warnings(trials: pd.DataFrame, space: dict, tol: float = 0.05, max_steps: int | None = None) -> list[str]:
+    """Best-trial parameters within `tol` of a search-range edge (log distance for log ranges) that could be
+    widened: a best warmup of 0 steps or a best period of all of max_steps is an answer, not a range to widen."""
     done = trials[trials["best_val_full_match"].notna()]
     if not len(done):
         return []
@@ -155,9 +214,14 @@ def edge_warnings(trials: pd.DataFrame, space: dict, tol: float = 0.05) -> list[
             continue
         f = (lambda v: math.log(v)) if p["kind"] == "log" else (lambda v: v)
         pos = (f(best[name]) - f(p["low"])) / (f(p["high"]) - f(p["low"]))
-        if pos <= tol or pos >= 1 - tol:
-            edge = "lower" if pos <= tol else "upper"
-            out.append(f"warning: best {name}={best[name]:.4g} is at the {edge} edge of its range [{p['low']:.4g}, {p['high']:.4g}]; widen the range and sweep again")
+        floor, ceiling = hard_limits(name, p, max_steps)
+        if pos <= tol and (floor is None or p["low"] > floor):
+            edge = "lower"
+        elif pos >= 1 - tol and (ceiling is None or p["high"] < ceiling):
+            edge = "upper"
+        else:
+            continue
+        out.append(f"warning: best {name}={best[name]:.4g} is at the {edge} edge of its range [{p['low']:.4g}, {p['high']:.4g}]; widen the range and sweep again")
     return out
 
 
@@ -167,25 +231,32 @@ def leaderboard(trials: pd.DataFrame, top: int = 10) -> pd.DataFrame:
     return trials.sort_values("best_val_full_match", ascending=False, na_position="last")[cols].head(top)
 
 
-def print_summary(exp) -> None:
+def print_summary(exp) -> pd.DataFrame:
+    """Print the leaderboard (short statuses, the long reasons under it), the best trial and its edge warnings;
+    write the tables; return the trials table."""
     sweep = load_sweep(exp)
     trials, _ = write_tables(exp)
     if not len(trials):
         print(f"{exp}: no trials yet")
-        return
+        return trials
+    board = leaderboard(trials)
+    board["status"] = board["status"].map(short_status)
     with pd.option_context("display.width", 200, "display.max_columns", 20, "display.max_colwidth", 40, "display.float_format", "{:.4g}".format):
-        print("\nleaderboard (best validation full match)\n" + leaderboard(trials).to_string(index=False))
+        print("\nleaderboard (best validation full match)\n" + board.to_string(index=False))
     print("\n" + status_counts(trials["status"]))
+    for _, t in trials[trials["status"].map(status_class).eq("errored")].iterrows():
+        print(f"  {t['trial_id']} {short_status(t['status'])}: {error_reason(t['status'])}")
     done = trials[trials["best_val_full_match"].notna()]
     if len(done):
         best = done.loc[done["best_val_full_match"].idxmax()]
         print(f"best trial {best['trial_id']}: val_full_match {best['best_val_full_match']:.4f} at step {best['best_step']}")
         for name in sweep["space"]:
             print(f"  {name} = {best[name]}")
-    for w in edge_warnings(trials, sweep["space"]):
+    for w in edge_warnings(trials, sweep["space"], max_steps=sweep["base"].get("max_steps")):
         print(w)
     try:
         ckpt, origin = best_in_hindsight(exp)
         print(f"best checkpoint: {ckpt}")
     except FileNotFoundError as e:
         print(str(e))
+    return trials

@@ -182,10 +182,10 @@ def _study(trials: pd.DataFrame, space: dict):
 
 
 def importance(trials: pd.DataFrame, space: dict, out) -> tuple[str, dict]:
-    """Optuna fANOVA importances of the searched parameters for best_val_full_match (PED-ANOVA if fANOVA fails).
+    """Optuna fANOVA importances of the searched parameters for best_val_full_match.
 
-    Needs two or more finished (completed or ASHA-stopped) trials with different values; otherwise the
-    PNG says so and the dict is empty.
+    Needs two or more finished (completed or ASHA-stopped) trials with different values and different
+    parameters (fANOVA's trees can't split otherwise); without them the PNG says so and the dict is empty.
     """
     import optuna
 
@@ -194,15 +194,10 @@ def importance(trials: pd.DataFrame, space: dict, out) -> tuple[str, dict]:
     try:
         study = _study(trials, space) if len(trials) and space else None
         values = {t.value for t in study.trials} if study else set()
-        if len(values) < 2:
+        points = {tuple(sorted(map(str, t.params.items()))) for t in study.trials} if study else set()
+        if len(values) < 2 or len(points) < 2:
             return _message(out, "not enough finished trials\nfor parameter importances"), {}
-        try:
-            imp = optuna.importance.get_param_importances(study, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0))
-            method = "fANOVA"
-        except Exception as e:  # fANOVA can fail on tiny or degenerate studies; PED-ANOVA needs no model
-            print(f"importance: fANOVA failed ({str(e).split('.')[0]}); using PED-ANOVA")
-            imp = optuna.importance.get_param_importances(study, evaluator=optuna.importance.PedAnovaImportanceEvaluator())
-            method = "PED-ANOVA"
+        imp = optuna.importance.get_param_importances(study, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0))
     finally:
         optuna.logging.set_verbosity(verbosity)
     imp = {k: float(v) for k, v in imp.items()}
@@ -212,7 +207,7 @@ def importance(trials: pd.DataFrame, space: dict, out) -> tuple[str, dict]:
     for i, n in enumerate(names):
         ax.text(imp[n], i, f" {imp[n]:.2f}", va="center", fontsize=8)
     ax.set(xlabel="importance (sums to 1)", xlim=(0, max(1e-9, max(imp.values())) * 1.2),
-           title=f"Parameter importance for best val_full_match\n({method}, {len(study.trials)} finished trials)")
+           title=f"Parameter importance for best val_full_match\n(fANOVA, {len(study.trials)} finished trials)")
     fig.tight_layout()
     fig.savefig(out, dpi=110)
     plt.close(fig)

@@ -13,6 +13,7 @@ import pandas as pd
 
 from results import experiment, plots
 from trainable import storage
+from trainable.errors import UserError
 
 
 def markdown_table(df: pd.DataFrame) -> str:
@@ -38,7 +39,7 @@ def write_report(exp, out_dir=None) -> str:
     """Tables, plots and report.md of the sweep at EXP; returns the path of report.md."""
     exp = storage.normalize(exp)
     if out_dir is None and storage.is_uri(exp):
-        raise ValueError(f"{exp} is remote; give a local folder for the report with --out")
+        raise UserError(f"{exp} is remote; give a local folder for the report with --out")
     out = os.path.abspath(out_dir or storage.join(exp, "results"))
     os.makedirs(out, exist_ok=True)
     sweep = experiment.load_sweep(exp)
@@ -64,7 +65,7 @@ def write_report(exp, out_dir=None) -> str:
     else:
         md += [f"Trial `{best['trial_id']}`: val_full_match {best['best_val_full_match']:.4f} at step {best['best_step']} ({best['status']}).", "",
                "```", *[f"{name} = {best[name]}" for name in space], "```", ""]
-        warnings = experiment.edge_warnings(trials, space)
+        warnings = experiment.edge_warnings(trials, space, max_steps=base.get("max_steps"))
         md += [f"- {w}" for w in warnings] or ["Every best parameter is inside its search range."]
         md += [""]
 

@@ -1,9 +1,12 @@
 """Results of a sweep without Ray, on synthetic tables: every plot writes a PNG that PIL opens (learning
 curves with completed, ASHA-stopped, errored and running trials; parameters vs metric with a log-scale
 parameter; LR schedules; importances); Optuna importances cover exactly the searched parameters and sum
-to 1 for three or more finished trials, and are empty with a "not enough" PNG otherwise; edge_warnings
-flags a best point on the boundary of a log range and not an interior one; write_report and
-`captcha-tune results` write report.md embedding the plots, also for a sweep still running."""
+to 1 for three or more finished trials, and are empty with a "not enough" PNG otherwise (fANOVA, no
+fallback); edge_warnings flags a best point on the boundary of a log range and not an interior one, nor one
+at a hard limit (a floor of 0, a period of all of max_steps); the terminal leaderboard's statuses are short
+with the reasons under it, the report keeps them whole; a sweep whose trials all errored is one counted
+line; write_report and `captcha-tune results [--quiet]` write report.md embedding the plots, also for a
+sweep still running."""
 
 from __future__ import annotations
 
@@ -16,6 +19,7 @@ from PIL import Image
 
 from results import experiment, plots
 from results.report import markdown_table, write_report
+from trainable.errors import UserError
 
 SPACE = {
     "peak_lr": dict(kind="log", low=1e-4, high=1e-2, choices=[]),
@@ -72,8 +76,9 @@ def test_importance_sums_to_one_over_the_searched_parameters(tmp_path):
     assert all(v >= 0 for v in imp.values())
 
 
-@pytest.mark.parametrize("rows", [TRIALS[:1] + TRIALS[4:], [TRIALS[0], (*TRIALS[1][:4], TRIALS[0][4])]],
-                         ids=["one finished", "two finished, same value"])
+@pytest.mark.parametrize("rows", [TRIALS[:1] + TRIALS[4:], [TRIALS[0], (*TRIALS[1][:4], TRIALS[0][4])],
+                                  [TRIALS[0], ("t1", REFERENCE, *TRIALS[1][2:])]],
+                         ids=["one finished", "two finished, same value", "two finished, same parameters"])
 def test_importance_needs_two_distinct_finished_trials(tmp_path, rows):
     trials, _ = tables(rows)
     path, imp = plots.importance(trials, SPACE, tmp_path / "importance.png")
@@ -97,6 +102,37 @@ def test_edge_warnings_flag_a_best_point_on_a_log_boundary():
     assert len(warnings) == 1 and "peak_lr" in warnings[0] and "lower edge" in warnings[0]
     trials.loc[best, "peak_lr"] = 1e-3  # the log midpoint
     assert experiment.edge_warnings(trials, SPACE) == []
+
+
+def test_edge_warnings_only_where_the_range_can_widen():
+    trials, _ = tables()
+    best = trials["best_val_full_match"].idxmax()
+    # a warmup of 0, a gamma of 0 and a period of all of max_steps are hard limits, not ranges to widen
+    space = dict(SPACE, cosine_period=dict(kind="int", low=125, high=500, choices=[]))
+    trials.loc[best, ["warmup_steps", "focal_gamma", "cosine_period"]] = [0, 0.0, 500]
+    assert experiment.edge_warnings(trials, space, max_steps=BASE["max_steps"]) == []
+    assert len(experiment.edge_warnings(trials, space)) == 1  # without max_steps the period's ceiling is unknown
+    trials.loc[best, ["focal_gamma", "cosine_period"]] = [5.0, 130]  # gamma's range can grow up, the period's down
+    warnings = experiment.edge_warnings(trials, space, max_steps=BASE["max_steps"])
+    assert [w.split("=")[0] + (" upper" if "upper edge" in w else " lower") for w in warnings] == \
+        ["warning: best cosine_period lower", "warning: best focal_gamma upper"]
+    space = dict(SPACE, warmup_steps=dict(kind="steps", low=0.0, high=1.0, choices=[]))
+    assert experiment.hard_limits("warmup_steps", space["warmup_steps"]) == (0, 1.0)
+    assert experiment.hard_limits("peak_lr", SPACE["peak_lr"], 500) == (None, None)
+
+
+def test_short_statuses_and_counted_errors():
+    short = experiment.short_status
+    assert [short(s) for s in ["completed", "stopped by ASHA at step 200 (rung 1)", "stopped at step 300 by the time budget",
+                               "errored: trainable.worker.DivergedError: diverged: train loss nan at step 450 with peak_lr=0.1; lower peak_lr",
+                               "errored: RuntimeError: boom", "running"]] == \
+        ["completed", "ASHA@200", "budget@300", "diverged@450", "errored", "running"]
+    trials = pd.DataFrame(dict(status=["errored: ValueError: loss must be 'focal' or 'ce', not 'x'"] * 6 + ["errored: RuntimeError: boom", "pending"]))
+    with pytest.raises(UserError) as e:
+        experiment.check_errored(trials)
+    assert str(e.value) == "7 of 8 trials errored: 6 x loss must be 'focal' or 'ce', not 'x'; 1 x boom"
+    experiment.check_errored(tables()[0])  # some finished: the sweep found something
+    experiment.check_errored(pd.DataFrame())
 
 
 def fake_experiment(tmp_path, monkeypatch, rows=TRIALS):
@@ -134,8 +170,22 @@ def test_results_command(tmp_path, monkeypatch, capsys):
     main(["results", str(exp), "--out", str(tmp_path / "out")])
     printed = capsys.readouterr().out
     assert "best trial t1" in printed
+    board = printed.split("leaderboard")[1].split("\n\n")[0]
+    assert "ASHA@100" in board and " errored " in board and "RuntimeError" not in board
+    assert "  t4 errored: loss diverged" in printed  # the long reason, under the table
     for name in ["report.md", "trials.parquet", "history.parquet"]:
         assert str(tmp_path / "out" / name) in printed and (tmp_path / "out" / name).stat().st_size > 0
+
+
+def test_results_quiet_writes_the_report_without_the_leaderboard(tmp_path, monkeypatch, capsys):
+    from captcha_tune.cli import main
+
+    exp = fake_experiment(tmp_path, monkeypatch)
+    main(["results", str(exp), "--quiet"])
+    printed = capsys.readouterr().out
+    assert "leaderboard" not in printed and "best trial" not in printed
+    assert printed.splitlines()[0] == f"report: {exp / 'results' / 'report.md'}"
+    assert "stopped by ASHA at step 100 (rung 1)" in (exp / "results" / "report.md").read_text()  # the report keeps whole statuses
 
 
 def test_markdown_table():
