@@ -105,7 +105,8 @@ def error_reason(status: str) -> str:
 def check_errored(trials: pd.DataFrame) -> None:
     """Raise a one-line UserError when trials errored and none finished: the sweep found nothing.
 
-    '8 of 8 trials errored: 8 x loss must be 'focal' or 'ce', not 'x''; the reasons are counted, most common first.
+    '8 of 8 trials errored: 8 x loss must be 'focal' or 'ce', not 'x''; reasons that differ only in their
+    numbers (the step and LR of a divergence) count together, most common first.
     """
     if not len(trials):
         return
@@ -113,8 +114,11 @@ def check_errored(trials: pd.DataFrame) -> None:
     errored = trials["status"][cls.eq("errored")]
     if not len(errored) or cls.isin(FINISHED).any():
         return
-    counts = Counter(error_reason(s) for s in errored)
-    raise UserError(f"{len(errored)} of {len(trials)} trials errored: " + "; ".join(f"{n} x {r}" for r, n in counts.most_common()))
+    groups: dict[str, list[str]] = {}
+    for reason in map(error_reason, errored):
+        groups.setdefault(re.sub(r"\d[\d.e+-]*", "#", reason), []).append(reason)
+    counted = [f"{len(g)} x {g[0]}" + ("" if len(set(g)) == 1 else " (numbers vary)") for g in sorted(groups.values(), key=len, reverse=True)]
+    raise UserError(f"{len(errored)} of {len(trials)} trials errored: " + " | ".join(counted))
 
 
 def status_counts(statuses: pd.Series) -> str:

@@ -127,10 +127,13 @@ def test_short_statuses_and_counted_errors():
                                "errored: trainable.worker.DivergedError: diverged: train loss nan at step 450 with peak_lr=0.1; lower peak_lr",
                                "errored: RuntimeError: boom", "running"]] == \
         ["completed", "ASHA@200", "budget@300", "diverged@450", "errored", "running"]
-    trials = pd.DataFrame(dict(status=["errored: ValueError: loss must be 'focal' or 'ce', not 'x'"] * 6 + ["errored: RuntimeError: boom", "pending"]))
+    diverged = "errored: trainable.worker.DivergedError: diverged: train loss nan at step {} with peak_lr={}; lower peak_lr"
+    trials = pd.DataFrame(dict(status=["errored: ValueError: loss must be 'focal' or 'ce', not 'x'"] * 4 + ["errored: RuntimeError: boom"]
+                               + [diverged.format(10, "1e+29"), diverged.format(20, "3.5e+29"), "pending"]))
     with pytest.raises(UserError) as e:
         experiment.check_errored(trials)
-    assert str(e.value) == "7 of 8 trials errored: 6 x loss must be 'focal' or 'ce', not 'x'; 1 x boom"
+    assert str(e.value) == ("7 of 8 trials errored: 4 x loss must be 'focal' or 'ce', not 'x' | 2 x diverged: train loss nan at step 10 "
+                            "with peak_lr=1e+29; lower peak_lr (numbers vary) | 1 x boom")
     experiment.check_errored(tables()[0])  # some finished: the sweep found something
     experiment.check_errored(pd.DataFrame())
 
