@@ -39,9 +39,8 @@ def evaluate(predictor, rows) -> dict:
     labels = [label for _, _, label in rows]
     check_labels_fit(labels, charset, max_len)
     target = torch.tensor([encode(label, charset, max_len) for label in labels], dtype=torch.int64)
-    logits = predictor.logits([rgb for _, rgb, _ in rows])
-    full, chars = match_counts(logits, target)
-    pred = logits.argmax(-1)
+    pred = predictor.indices([rgb for _, rgb, _ in rows])
+    full, chars = match_counts(pred, target)
     wrong = pred != target
     counts = Counter(zip(target[wrong].tolist(), pred[wrong].tolist()))
     show = lambda i: SHOW_PAD if i == 0 else charset[i]

@@ -34,6 +34,7 @@ import torch
 from torch import nn
 
 from trainable.checkpoint import load_model
+from trainable.loss import decode_indices
 from trainable.preprocess import to_model_input
 
 META_FILE = "captcha_tune.json"
@@ -43,22 +44,27 @@ USAGE = ("logits, indices = torch.export.load(path, extra_files={'captcha_tune.j
 
 
 class RawImageModel(nn.Module):
-    """uint8 RGB [B, H, W, 3] -> (logits [B, L, C], indices [B, L]): preprocessing + the CNN in one module."""
+    """uint8 RGB [B, H, W, 3] -> (logits, indices [B, max_len]): preprocessing, the network and its decoding in one module.
 
-    def __init__(self, model: nn.Module, img_height: int, img_width: int):
+    logits are [B, max_len, C] for the multilabel head and [B, columns, C] for the ctc head, whose
+    greedy decoding (collapse repeats, drop blanks) is part of the program.
+    """
+
+    def __init__(self, model: nn.Module, img_height: int, img_width: int, max_len: int):
         super().__init__()
-        self.model, self.img_height, self.img_width = model, img_height, img_width
+        self.model, self.img_height, self.img_width, self.max_len = model, img_height, img_width, max_len
+        self.head = getattr(model, "head_kind", "multilabel")
 
     def forward(self, rgb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         logits = self.model(to_model_input(rgb, self.img_height, self.img_width))
-        return logits, logits.argmax(-1)
+        return logits, decode_indices(logits, self.head, self.max_len)
 
 
 def describe(state: dict, origin: dict | None = None) -> dict:
     """The metadata of a checkpoint: what the exported file carries, and what a predictor reports."""
     cfg = state["config"]
     return dict(
-        charset=state["charset"], max_len=state["max_len"], img_height=cfg["img_height"], img_width=cfg["img_width"],
+        head=cfg.get("head", "multilabel"), charset=state["charset"], max_len=state["max_len"], img_height=cfg["img_height"], img_width=cfg["img_width"],
         config=cfg, metrics=state["metrics"], step=state["step"], origin=origin or {}, torch=torch.__version__, usage=USAGE,
     )
 
@@ -83,7 +89,7 @@ def export_model(checkpoint_file, out, origin: dict | None = None) -> Path:
         raise ValueError(f"{out} is a folder; give the file to write, e.g. {out / 'model.pt2'}")
     model, state = load_model(checkpoint_file)
     cfg = state["config"]
-    ep, input_spec = export_program(RawImageModel(model, cfg["img_height"], cfg["img_width"]).eval())
+    ep, input_spec = export_program(RawImageModel(model, cfg["img_height"], cfg["img_width"], state["max_len"]).eval())
     meta = dict(describe(state, origin), input=input_spec, checkpoint=str(checkpoint_file))
 
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from results.export import META_FILE, describe
+from results.export import META_FILE, RawImageModel, describe
 from trainable.charset import decode
 from trainable.importer import IMAGE_EXTS
 from trainable.preprocess import decode_image, to_model_input
@@ -25,7 +25,8 @@ QUESTION = re.compile(r"(\d{1,9})([+\-*])(\d{1,9})(?:=\??)?")
 
 
 class Predictor:
-    """Images -> logits or text. `forward` maps uint8 RGB [B, H, W, 3] to logits [B, max_len, len(charset)].
+    """Images -> logits, symbol indices or text. `forward` maps uint8 RGB [B, H, W, 3] to (logits, indices):
+    logits [B, max_len, C] (multilabel) or [B, columns, C] (ctc), indices [B, max_len] decoded by the model.
 
     `origin` is the model's metadata: charset, max_len, input size, config, metrics and where it came
     from (for a .pt2 the captcha_tune.json it carries; for a checkpoint the same keys built from it).
@@ -35,23 +36,32 @@ class Predictor:
         self.forward, self.charset, self.max_len, self.origin, self.fixed_size = forward, charset, max_len, origin, fixed_size
 
     @torch.no_grad()
-    def logits(self, rgb_list) -> torch.Tensor:
-        """Logits [N, max_len, len(charset)] in input order; same-size images share a batch."""
+    def outputs(self, rgb_list) -> tuple[torch.Tensor, torch.Tensor]:
+        """(logits, indices [N, max_len]) in input order; same-size images share a batch."""
         images = [as_rgb(a) for a in rgb_list]
         by_size = defaultdict(list)
         for i, a in enumerate(images):
             by_size[a.shape].append(i)
-        out = torch.empty(len(images), self.max_len, len(self.charset))
+        logits, indices = None, torch.zeros(len(images), self.max_len, dtype=torch.int64)
         for shape, idx in by_size.items():
             if self.fixed_size and shape[:2] != self.fixed_size:
                 raise ValueError(f"this model was exported for {self.fixed_size[1]}x{self.fixed_size[0]} images only, got {shape[1]}x{shape[0]}")
             for k in range(0, len(idx), BATCH):
                 sel = idx[k : k + BATCH]
-                out[sel] = self.forward(torch.from_numpy(np.stack([images[i] for i in sel]))).float()
-        return out
+                out, ind = self.forward(torch.from_numpy(np.stack([images[i] for i in sel])))
+                if logits is None:
+                    logits = torch.empty(len(images), *out.shape[1:])
+                logits[sel], indices[sel] = out.float(), ind
+        return logits, indices
+
+    def logits(self, rgb_list) -> torch.Tensor:
+        return self.outputs(rgb_list)[0]
+
+    def indices(self, rgb_list) -> torch.Tensor:
+        return self.outputs(rgb_list)[1]
 
     def predict(self, rgb_list) -> list[str]:
-        return [decode(row, self.charset) for row in self.logits(rgb_list).argmax(-1)]
+        return [decode(row, self.charset) for row in self.indices(rgb_list)]
 
 
 def as_rgb(a) -> np.ndarray:
@@ -91,7 +101,7 @@ def load_exported(path: Path) -> Predictor:
     meta = json.loads(extra[META_FILE])
     spec = meta.get("input", {})
     fixed = None if spec.get("dynamic_size", True) else (spec["height"], spec["width"])
-    return Predictor(lambda x: module(x)[0], meta["charset"], meta["max_len"], meta, fixed)
+    return Predictor(module, meta["charset"], meta["max_len"], meta, fixed)
 
 
 def locate_checkpoint(path) -> tuple[str, dict]:
@@ -111,7 +121,8 @@ def load_checkpoint(path) -> Predictor:
     file, origin = locate_checkpoint(path)
     model, state = load_model(file)
     h, w = state["config"]["img_height"], state["config"]["img_width"]
-    return Predictor(lambda x: model(to_model_input(x, h, w)), state["charset"], state["max_len"],
+    wrapper = RawImageModel(model, h, w, state["max_len"])
+    return Predictor(wrapper, state["charset"], state["max_len"],
                      dict(describe(state, origin), checkpoint=str(file)))
 
 

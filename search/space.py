@@ -11,6 +11,7 @@ import json
 from dataclasses import dataclass
 
 from trainable.config import TrainConfig
+from trainable.errors import UserError
 
 
 @dataclass(frozen=True)
@@ -19,6 +20,7 @@ class Param:
     low: float = 0.0
     high: float = 0.0
     choices: tuple = ()
+    when: tuple = ()  # (other parameter, value): searched only in trials where it holds, e.g. ('head', 'multilabel')
 
 
 DEFAULT_SPACE = {
@@ -30,18 +32,26 @@ DEFAULT_SPACE = {
     "warmup_steps": Param("steps", 0.0, 0.2),
     # Reference: 150000 of 300000 steps = two cosine cycles. From four cycles (0.25) to one (1.0).
     "cosine_period": Param("steps", 0.25, 1.0),
+    # The head: the original MAX_LEN x CHARSET classifier, or a CRNN read by CTC (no fixed positions,
+    # so a glyph's place in the image does not have to match its index in the label).
+    "head": Param("choice", choices=("multilabel", "ctc")),
+    # Augmentation strength: 0 (off, the reference) to 1 (about 8 degrees of rotation and shear, 10%
+    # scale). Above 1 the warps start to cut glyphs off at the borders.
+    "augment": Param("float", 0.0, 1.0),
     # Focal exponent: 0 is plain BCE, the reference is 2, the focal-loss paper found > 5 hurts.
-    "focal_gamma": Param("float", 0.0, 5.0),
+    # Only the multilabel head has a focal loss: CTC trials don't spend samples on these two.
+    "focal_gamma": Param("float", 0.0, 5.0, when=("head", "multilabel")),
     # Weight of the right-symbol term: 1 (balanced) to 10; the reference is 3. One positive per
     # position against C-1 negatives makes values > 1 plausible.
-    "focal_pos_weight": Param("float", 1.0, 10.0),
+    "focal_pos_weight": Param("float", 1.0, 10.0, when=("head", "multilabel")),
 }
 
 # The original project's run, to be evaluated first (its step values scale with max_steps).
-REFERENCE = dict(peak_lr=1e-3, warmup_steps=5000 / 300000, cosine_period=150000 / 300000, focal_gamma=2.0, focal_pos_weight=3.0)
+REFERENCE = dict(peak_lr=1e-3, warmup_steps=5000 / 300000, cosine_period=150000 / 300000, head="multilabel", augment=0.0,
+                 focal_gamma=2.0, focal_pos_weight=3.0)
 
 
-class SpaceError(ValueError):
+class SpaceError(UserError):
     """A search space that can't be searched; raised before Ray starts."""
 
 
@@ -57,7 +67,7 @@ def parse_space(overrides: dict | None = None) -> dict[str, Param]:
             continue
         base = space.get(name, Param("choice" if "choices" in spec else "float"))
         try:
-            space[name] = dataclasses.replace(base, **{k: tuple(v) if k == "choices" else v for k, v in spec.items()})
+            space[name] = dataclasses.replace(base, **{k: tuple(v) if k in ("choices", "when") else v for k, v in spec.items()})
         except TypeError:
             raise SpaceError(f"bad range for {name}: {spec}; use {{'low': L, 'high': H}} or {{'choices': [...]}}") from None
     for name, p in space.items():
@@ -65,9 +75,26 @@ def parse_space(overrides: dict | None = None) -> dict[str, Param]:
     return space
 
 
+def check_values(space: dict[str, Param], base: TrainConfig) -> None:
+    """Build the training settings at every choice and both ends of every range: a value no trial could run
+    with is one line naming the parameter, before Ray starts (not an error inside every trial that draws it)."""
+    for name, p in space.items():
+        values = p.choices if p.kind == "choice" else (p.low, p.high)
+        for value in values:
+            if p.kind in ("steps", "int"):
+                value = max(1, round(value * base.max_steps)) if p.kind == "steps" else int(value)
+            try:
+                TrainConfig.from_dict({**base.to_dict(), **dict([p.when] if p.when else []), name: type(getattr(base, name))(value)})
+            except (ValueError, TypeError) as e:
+                allowed = f"; allowed: {', '.join(map(str, p.choices))}" if p.kind == "choice" else ""
+                raise SpaceError(f"{name}={value!r} can't be trained: {e}{allowed}") from None
+
+
 def check_param(name: str, p: Param) -> None:
     if p.kind not in ("log", "float", "steps", "choice"):
         raise SpaceError(f"{name}: kind must be log, float, steps or choice, not {p.kind!r}")
+    if p.when and len(p.when) != 2:
+        raise SpaceError(f"{name}: 'when' must be [other parameter, value], got {list(p.when)}")
     if p.kind == "choice":
         if not p.choices:
             raise SpaceError(f"{name}: a choice needs at least one value")
@@ -119,6 +146,34 @@ def materialize(space: dict[str, Param], max_steps: int) -> dict[str, Param]:
     return out
 
 
+class DefineByRun:
+    """The space as an Optuna define-by-run function: a parameter with `when` is suggested only in trials
+    where its condition holds (conditions refer to parameters listed before it). Picklable, so Tune can
+    checkpoint the searcher."""
+
+    def __init__(self, space: dict[str, Param]):
+        self.space = space
+
+    def __call__(self, trial) -> dict:
+        dists, chosen = to_optuna(self.space), {}
+        for name, p in self.space.items():
+            if p.when and p.when[0] in chosen and chosen[p.when[0]] != p.when[1]:
+                continue
+            chosen[name] = suggest(trial, name, dists[name])
+        return None
+
+
+def suggest(trial, name: str, dist):
+    """trial.suggest_* for an Optuna distribution."""
+    import optuna.distributions as d
+
+    if isinstance(dist, d.CategoricalDistribution):
+        return trial.suggest_categorical(name, dist.choices)
+    if isinstance(dist, d.IntDistribution):
+        return trial.suggest_int(name, dist.low, dist.high, log=dist.log)
+    return trial.suggest_float(name, dist.low, dist.high, log=dist.log)
+
+
 def to_optuna(space: dict[str, Param]) -> dict:
     """Optuna distributions (absolute values) for OptunaSearch."""
     import optuna.distributions as d
@@ -141,6 +196,8 @@ def reference_point(space: dict[str, Param], max_steps: int, base: TrainConfig) 
     point = {}
     for name, p in materialize(space, max_steps).items():
         value = REFERENCE.get(name, getattr(base, name))
+        if p.when and point.get(p.when[0], p.when[1]) != p.when[1]:
+            continue
         if name in ("warmup_steps", "cosine_period"):
             value = round(value * max_steps)
         if p.kind != "choice":

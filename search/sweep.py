@@ -9,7 +9,7 @@ import time
 from dataclasses import dataclass
 
 from search import scheduler
-from search.space import materialize, parse_space, reference_point, to_optuna
+from search.space import DefineByRun, check_values, materialize, parse_space, reference_point
 from trainable import storage
 from trainable.config import TrainConfig
 
@@ -49,11 +49,12 @@ def build_searcher(s: SweepSettings, space: dict, reference: dict, exp: str):
     if s.searcher == "random":
         sampler = optuna.samplers.RandomSampler(seed=s.seed)
     else:
-        sampler = optuna.samplers.TPESampler(seed=s.seed, multivariate=True, n_startup_trials=max(3, s.num_samples // 4))
+        # group=True: the focal settings exist only in multilabel trials, and grouped TPE models each subspace apart
+        sampler = optuna.samplers.TPESampler(seed=s.seed, multivariate=True, group=True, n_startup_trials=max(3, s.num_samples // 4))
     # The live study goes next to the experiment (optuna-dashboard sqlite:///EXP/optuna.db) when it is local.
     url = s.optuna_storage or (None if storage.is_uri(exp) else f"sqlite:///{exp}/optuna.db")
     db = optuna.storages.RDBStorage(url) if url else None  # None: in memory (an s3:// experiment without --optuna-storage)
-    return OptunaSearch(to_optuna(space), metric=scheduler.METRIC, mode=scheduler.MODE, points_to_evaluate=[reference],
+    return OptunaSearch(DefineByRun(space), metric=scheduler.METRIC, mode=scheduler.MODE, points_to_evaluate=[reference],
                         sampler=sampler, study_name=f"captcha-tune-{s.name}", storage=db)
 
 
@@ -87,6 +88,7 @@ def run_sweep(s: SweepSettings, base: TrainConfig, space_overrides: dict | None 
     from search.trial import run_trial
 
     space = materialize(parse_space(space_overrides), base.max_steps)  # bad bounds fail before Ray starts
+    check_values(space, base)  # ... and so do values no trial could train with
     exp = experiment_path(s)
     check_storage(exp)  # from the driver, before anything reads it: unreachable storage is one line, not a traceback
     state_file = storage.join(exp, STATE)

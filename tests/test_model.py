@@ -1,4 +1,5 @@
-"""The maths against references: focal loss vs BCE, the LR schedule's key points, labels, model shapes."""
+"""The maths against references: focal loss vs BCE, CTC vs F.ctc_loss, greedy decoding, the LR schedule's key points,
+labels, model shapes, augmentation, input shapes from the data and the settings that cannot work."""
 
 import math
 
@@ -8,8 +9,10 @@ import torch.nn.functional as F
 
 from trainable.charset import FULL_CHARSET, LabelError, decode, encode
 from trainable.config import TrainConfig
-from trainable.loss import focal_loss, match_counts, softmax_ce_loss
-from trainable.model import CaptchaCNN
+from trainable.augment import augment
+from trainable.config import input_shape
+from trainable.loss import compute_loss, ctc_greedy, ctc_loss, decode_indices, focal_loss, match_counts, softmax_ce_loss
+from trainable.model import CaptchaCNN, CaptchaCRNN, build_model
 from trainable.schedule import lr_at
 
 
@@ -71,5 +74,68 @@ def test_model_output_shape_and_metrics():
     assert logits.shape == (3, 4, 37)
     target = logits.argmax(-1)
     target[0, 0] = (target[0, 0] + 1) % 37
-    full, chars = match_counts(logits, target)
+    full, chars = match_counts(logits.argmax(-1), target)
     assert (full.item(), chars.item()) == (2, 11)
+
+
+def test_ctc_loss_matches_torch_on_a_hand_made_case():
+    torch.manual_seed(0)
+    logits = torch.randn(2, 9, 6)
+    target = torch.tensor([[3, 3, 5, 0], [2, 0, 0, 0]])  # 'aab' with a pad, and 'c' with three pads
+    expected = torch.stack([
+        F.ctc_loss(logits[0].log_softmax(-1)[:, None], torch.tensor([[3, 3, 5]]), [9], [3], blank=0, reduction="sum") / 3,
+        F.ctc_loss(logits[1].log_softmax(-1)[:, None], torch.tensor([[2]]), [9], [1], blank=0, reduction="sum") / 1,
+    ]).mean()
+    assert ctc_loss(logits, target).item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+def test_greedy_decoding_collapses_repeats_and_drops_blanks():
+    path = torch.tensor([[0, 3, 3, 0, 3, 5, 5, 0, 0, 2], [4, 4, 4, 4, 0, 0, 0, 0, 0, 0], [1, 2, 1, 2, 1, 2, 1, 0, 0, 0]])
+    decoded = ctc_greedy(F.one_hot(path, 6).float(), max_len=4)
+    assert decoded.tolist() == [[3, 3, 5, 2], [4, 0, 0, 0], [1, 2, 1, 2]]  # the last: 7 symbols, cut at max_len
+
+
+def test_both_heads_give_max_len_indices_and_train():
+    torch.manual_seed(0)
+    x, y = torch.randint(0, 256, (8, 1, 32, 96)).float(), torch.randint(1, 37, (8, 4))
+    y[0, 2:] = 0  # a shorter label
+    for head in ("multilabel", "ctc"):
+        for block in ("plain", "residual"):
+            cfg = TrainConfig(head=head, block=block, img_width=96, channels=8, depth=4)
+            m = build_model(cfg, 37, 4)
+            opt = torch.optim.Adam(m.parameters(), lr=3e-3)
+            first = None
+            for _ in range(30):
+                loss = compute_loss(m(x), y, cfg)
+                first = first if first is not None else loss.item()
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+            assert loss.item() < first * 0.7, (head, block)
+            assert decode_indices(m.eval()(x), head, 4).shape == (8, 4)
+    assert CaptchaCRNN(37, 4, 32, 96, channels=8)(x).shape == (8, 24, 37)  # one column per 4 pixels
+
+
+def test_augmentation_keeps_shapes_and_strength_0_is_identity():
+    torch.manual_seed(0)
+    x = torch.randint(0, 256, (4, 1, 32, 96)).to(torch.uint8)
+    assert augment(x, 0.0) is x
+    out = augment(x, 1.0)
+    assert out.shape == x.shape and out.dtype == torch.float32
+    assert 0 <= out.min() and out.max() <= 255 and not torch.equal(out, x.float())
+    white = torch.full((2, 1, 32, 96), 255, dtype=torch.uint8)  # a blank captcha stays (nearly) blank: borders fill white
+    assert augment(white, 1.0).mean() > 240
+
+
+def test_input_shape_from_the_data_and_settings_that_cannot_work():
+    meta = dict(max_len=5, image_size=[200, 50])
+    assert input_shape(TrainConfig(img_height=32), meta).img_width == 128  # 200x50 at height 32: 4:1
+    assert input_shape(TrainConfig(img_height=32, img_width=100), meta).img_width == 100
+    with pytest.raises(ValueError, match="too small for depth"):
+        TrainConfig(img_height=8, depth=4)
+    with pytest.raises(ValueError, match="head must be one of"):
+        TrainConfig(head="transformer")
+    with pytest.raises(ValueError, match="augment must be"):
+        TrainConfig(augment=-1)
+    with pytest.raises(ValueError, match="ctc head needs img_width >= 60"):  # 7 symbols: 15 columns of 4 pixels
+        input_shape(TrainConfig(head="ctc", img_width=40), dict(max_len=7))

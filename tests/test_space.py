@@ -18,7 +18,7 @@ def test_step_ranges_scale_with_the_budget():
 def test_reference_point_is_the_original_run_scaled():
     space = materialize(parse_space(), 300000)
     assert reference_point(space, 300000, TrainConfig()) == dict(
-        peak_lr=1e-3, warmup_steps=5000, cosine_period=150000, focal_gamma=2.0, focal_pos_weight=3.0)
+        peak_lr=1e-3, warmup_steps=5000, cosine_period=150000, head="multilabel", augment=0.0, focal_gamma=2.0, focal_pos_weight=3.0)
     assert reference_point(materialize(parse_space(), 600), 600, TrainConfig())["warmup_steps"] == 10
 
 
@@ -49,3 +49,28 @@ def test_optuna_study_storage(tmp_path):
     assert type(build_searcher(SweepSettings(optuna_storage=url), space, ref, "s3://b/e")._storage).__name__ == "RDBStorage"
     assert (tmp_path / "study.db").exists()
     assert build_searcher(SweepSettings(), space, ref, "s3://b/e")._storage is None  # remote experiment, no URL: in memory
+
+
+def test_focal_settings_are_searched_only_for_the_multilabel_head():
+    import optuna
+
+    from search.space import DefineByRun
+
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    space = materialize(parse_space(), 1000)
+    for _ in range(12):
+        trial = study.ask()
+        DefineByRun(space)(trial)
+        assert ("focal_gamma" in trial.params) == (trial.params["head"] == "multilabel"), trial.params
+        study.tell(trial, 0.5)
+    assert {t.params["head"] for t in study.trials} == {"multilabel", "ctc"}
+
+
+def test_choice_values_that_cannot_train_fail_before_launch():
+    from search.space import SpaceError, check_values
+
+    with pytest.raises(SpaceError, match="loss='xx' can't be trained: loss must be 'focal' or 'ce'.*allowed: focal, xx"):
+        check_values(materialize(parse_space({"loss": {"choices": ["focal", "xx"]}}), 1000), TrainConfig(max_steps=1000))
+    with pytest.raises(SpaceError, match="head='rnn'"):
+        check_values(materialize(parse_space({"head": {"choices": ["ctc", "rnn"]}}), 1000), TrainConfig(max_steps=1000))
+    check_values(materialize(parse_space(), 1000), TrainConfig(max_steps=1000))  # the default space is fine

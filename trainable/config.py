@@ -19,9 +19,14 @@ class TrainConfig:
     # --- data
     data_dir: str = setting("data/easy", "dataset folder made by `captcha-tune data generate|import`")
     img_height: int = setting(32, "model input height in pixels (images are resized to it)")
-    img_width: int = setting(96, "model input width in pixels")
+    img_width: int = setting(0, "model input width in pixels; 0 = the data's own aspect at img_height (see input_shape)")
     # --- model
+    head: str = setting("multilabel", "'multilabel' (MAX_LEN x CHARSET logits, the original) or 'ctc' (CRNN: conv columns -> BiGRU -> CTC)")
     channels: int = setting(16, "width of the first conv block; later blocks double up to 4x")
+    depth: int = setting(4, "conv blocks, each halving the height (the first two also halve the width)")
+    block: str = setting("plain", "'plain' (conv-bn-relu) or 'residual' (two convs with a skip connection) conv blocks")
+    rnn_hidden: int = setting(128, "hidden size of each direction of the ctc head's GRU")
+    augment: float = setting(0.0, "training-time augmentation strength (affine, perspective, blur, noise); 0 = off, 1 = strong")
     # --- loss
     loss: str = setting("focal", "'focal' (sigmoid focal loss, the original) or 'ce' (per-position softmax)")
     focal_gamma: float = setting(2.0, "focal loss focusing exponent; 0 = plain BCE")
@@ -45,7 +50,19 @@ class TrainConfig:
         problems = []
         if self.loss not in ("focal", "ce"):
             problems.append(f"loss must be 'focal' or 'ce', not {self.loss!r}")
-        for name in ("img_height", "img_width", "channels", "batch_size", "max_steps", "eval_every", "cosine_period"):
+        if self.head not in HEADS:
+            problems.append(f"head must be one of {HEADS}, not {self.head!r}")
+        if self.block not in BLOCKS:
+            problems.append(f"block must be one of {BLOCKS}, not {self.block!r}")
+        if not 0 <= self.augment <= 2:
+            problems.append(f"augment must be in [0, 2] (0 = off, 1 = strong), got {self.augment}")
+        if not 1 <= self.depth <= 8:
+            problems.append(f"depth must be in [1, 8], got {self.depth}")
+        elif self.img_height < 2 ** self.depth:
+            problems.append(f"img_height {self.img_height} is too small for depth {self.depth} (each block halves it): use img_height >= {2 ** self.depth} or a smaller depth")
+        if self.img_width < 0:
+            problems.append(f"img_width must be >= 0 (0 = from the data), got {self.img_width}")
+        for name in ("img_height", "channels", "rnn_hidden", "batch_size", "max_steps", "eval_every", "cosine_period"):
             if getattr(self, name) <= 0:
                 problems.append(f"{name} must be > 0, got {getattr(self, name)}")
         if self.warmup_steps < 0 or self.patience < 0 or self.focal_gamma < 0 or self.focal_pos_weight <= 0:
@@ -69,6 +86,14 @@ class TrainConfig:
     def replace(self, **changes) -> "TrainConfig":
         return dataclasses.replace(self, **changes)
 
+    def check_fits(self, max_len: int) -> None:
+        """Raise ValueError when this input shape can't read labels of max_len characters."""
+        if self.img_width and self.img_width < 2 ** min(self.depth, 2 if self.head == "ctc" else self.depth):
+            raise ValueError(f"img_width {self.img_width} is too small for depth {self.depth}; use a wider input")
+        if self.head == "ctc" and self.img_width and self.img_width // 4 < ctc_min_columns(max_len):
+            raise ValueError(f"the ctc head needs img_width >= {4 * ctc_min_columns(max_len)} for labels of up to {max_len} characters "
+                             f"(it reads one symbol per 4-pixel column, a blank between repeats); got {self.img_width}")
+
     def per_worker_batch(self, world_size: int) -> int:
         """The one place the global batch is split over workers."""
         return max(1, self.batch_size // world_size)
@@ -78,10 +103,38 @@ class TrainConfig:
         return dict(peak_lr=self.peak_lr, min_lr=self.min_lr, warmup_steps=self.warmup_steps, cosine_period=self.cosine_period)
 
 
+HEADS = ("multilabel", "ctc")
+BLOCKS = ("plain", "residual")
+AUTO_WIDTH_MULTIPLE = 8  # an input width taken from the data is rounded to this (two 2x poolings + slack)
+
+
+def ctc_min_columns(max_len: int) -> int:
+    """Output columns a CTC head needs for max_len symbols: one each, plus a blank between any two."""
+    return 2 * max_len + 1
+
+
+def input_shape(cfg: TrainConfig, meta: dict) -> TrainConfig:
+    """Fill img_width = 0 from the data's aspect (meta['image_size'] = [width, height]) at cfg.img_height.
+
+    Imported sets come as 200x50, 152x42, ...: squeezing them into a fixed box distorts the glyphs.
+    A CTC head also gets at least the width its longest label needs.
+    """
+    if cfg.img_width:
+        cfg.check_fits(meta["max_len"])
+        return cfg
+    w, h = meta.get("image_size") or (160, 60)
+    width = max(AUTO_WIDTH_MULTIPLE, round(cfg.img_height * w / h / AUTO_WIDTH_MULTIPLE) * AUTO_WIDTH_MULTIPLE)
+    if cfg.head == "ctc":
+        width = max(width, 4 * ctc_min_columns(meta["max_len"]))
+    out = cfg.replace(img_width=width)
+    out.check_fits(meta["max_len"])
+    return out
+
+
 # A run that shows learning on 2 CPU cores in a few minutes (smoke mode of every command).
 SMOKE = dict(max_steps=600, warmup_steps=60, cosine_period=600, eval_every=100)
 # The larger model for GPUs.
-GPU_MODEL = dict(channels=64, img_height=64, img_width=176)
+GPU_MODEL = dict(channels=48, img_height=64, rnn_hidden=256)
 
 
 def add_arguments(parser, cls=TrainConfig, skip=()) -> None:

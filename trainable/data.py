@@ -100,6 +100,15 @@ def read_meta(data_dir) -> dict:
     return json.loads(path.read_text())
 
 
+def dataset_meta(data_dir) -> dict:
+    """meta.json of a dataset, local or on shared storage (copied once per node, as load_split does)."""
+    import tempfile
+
+    from trainable.storage import local_copy
+
+    return read_meta(local_copy(data_dir, os.path.join(tempfile.gettempdir(), "captcha-tune-data")))
+
+
 def read_rows(path, columns=("image", "label")) -> dict[str, list]:
     """All rows of one Parquet file."""
     return pq.read_table(path, columns=list(columns)).to_pydict()

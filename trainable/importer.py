@@ -14,6 +14,7 @@ import csv
 import hashlib
 import io
 import random
+import statistics
 from collections import Counter
 from pathlib import Path
 
@@ -75,9 +76,22 @@ def to_png(data: bytes) -> bytes:
     return buf.getvalue()
 
 
+def median_size(pngs) -> list[int]:
+    """[width, height], each the median over the images (read from the PNG headers only)."""
+    sizes = []
+    for png in pngs:
+        with Image.open(io.BytesIO(png)) as im:
+            sizes.append(im.size)
+    return [int(statistics.median(w for w, _ in sizes)), int(statistics.median(h for _, h in sizes))]
+
+
 # ---------------------------------------------------------------- the import
-def import_folder(src, out, labels_file=None, charset=None, max_len: int = 7, val_fraction: float = 0.1) -> Path:
-    """Check, re-encode and split labelled images from `src` into a dataset at `out`."""
+def import_folder(src, out, labels_file=None, charset=None, max_len: int | None = None, val_fraction: float = 0.1) -> Path:
+    """Check, re-encode and split labelled images from `src` into a dataset at `out`.
+
+    max_len None = the longest label kept; meta.json records the images' median size, from which
+    training takes its input aspect (`trainable.config.input_shape`).
+    """
     src = Path(src)
     if not src.is_dir():
         raise DataError(f"{src} is not a folder; pass the folder that holds your images")
@@ -97,9 +111,10 @@ def import_folder(src, out, labels_file=None, charset=None, max_len: int = 7, va
         skipped[kind] += 1
         print(f"skip {path.name}: {why}")
 
+    limit = max_len or max((len(label) for _, label in entries), default=1)
     for path, label in entries:
-        if why := check_label(label, allowed or label, max_len):  # no charset given: any symbol goes
-            skip(path, label_kind(label, max_len), why)
+        if why := check_label(label, allowed or label, limit):  # no charset given: any symbol goes
+            skip(path, label_kind(label, limit), why)
             continue
         if not path.is_file():
             skip(path, "missing file", f"listed in {Path(labels_file).name} but not found in {src}")
@@ -128,6 +143,8 @@ def import_folder(src, out, labels_file=None, charset=None, max_len: int = 7, va
     random.Random(0).shuffle(rows)
     n_val = min(max(1, int(len(rows) * val_fraction)), len(rows) - 1)
     train, val = rows[n_val:], rows[:n_val]
-    out = write_dataset(out, {"train": train, "val": val}, charset=charset, max_len=max_len, spec="import", source=str(src))
+    max_len = max_len or max(len(label) for _, label, _ in rows)
+    out = write_dataset(out, {"train": train, "val": val}, charset=charset, max_len=max_len, spec="import", source=str(src),
+                        image_size=median_size(png for png, _, _ in rows))
     print(f"imported {len(rows)} images (train {len(train)}, val {len(val)}); {summary}")
     return out

@@ -25,13 +25,47 @@ def softmax_ce_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1))
 
 
-def compute_loss(logits, target, loss: str, gamma: float, pos_weight: float) -> torch.Tensor:
-    if loss == "focal":
-        return focal_loss(logits.float(), target, gamma, pos_weight)
+def ctc_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """CTC over per-column logits [B, T, C] with blank = index 0 (the pad, never in a label).
+
+    target [B, L] holds the label's indices followed by pads, so its length is its count of non-pads.
+    Mean over the batch of the loss divided by the label length (`F.ctc_loss`'s 'mean').
+    """
+    log_probs = logits.float().log_softmax(-1).transpose(0, 1)  # [T, B, C]
+    input_lengths = torch.full((logits.shape[0],), logits.shape[1], dtype=torch.long, device=logits.device)
+    target_lengths = (target != 0).sum(1)
+    return F.ctc_loss(log_probs, target, input_lengths, target_lengths, blank=0, reduction="mean", zero_infinity=True)
+
+
+def ctc_greedy(logits: torch.Tensor, max_len: int) -> torch.Tensor:
+    """Best path decoding: argmax per column, collapse repeats, drop blanks -> indices [B, max_len], pad-filled.
+
+    Written with tensor ops only (cumsum + scatter) so that torch.export keeps it inside the model.
+    """
+    best = logits.argmax(-1)  # [B, T]
+    previous = torch.cat([torch.zeros_like(best[:, :1]), best[:, :-1]], dim=1)
+    keep = (best != 0) & (best != previous)
+    slot = torch.where(keep, keep.long().cumsum(1) - 1, torch.full_like(best, max_len)).clamp(max=max_len)
+    out = torch.zeros(best.shape[0], max_len + 1, dtype=best.dtype, device=best.device)
+    out = out.scatter(1, slot, torch.where(keep, best, torch.zeros_like(best)))  # overflow lands in the last column
+    return out[:, :max_len]
+
+
+def decode_indices(logits: torch.Tensor, head: str, max_len: int) -> torch.Tensor:
+    """Logits of either head -> symbol indices [B, max_len] (pads where there is no symbol)."""
+    return ctc_greedy(logits, max_len) if head == "ctc" else logits.argmax(-1)
+
+
+def compute_loss(logits, target, cfg) -> torch.Tensor:
+    """The training loss of `cfg` (head, loss, focal settings)."""
+    if cfg.head == "ctc":
+        return ctc_loss(logits, target)
+    if cfg.loss == "focal":
+        return focal_loss(logits.float(), target, cfg.focal_gamma, cfg.focal_pos_weight)
     return softmax_ce_loss(logits.float(), target)
 
 
-def match_counts(logits: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(number of fully right labels, number of right characters) in the batch."""
-    right = logits.argmax(-1) == target
+def match_counts(indices: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(number of fully right labels, number of right characters) in the batch, from decoded indices [B, L]."""
+    right = indices == target
     return right.all(dim=1).sum(), right.sum()

@@ -1,4 +1,14 @@
-"""The captcha CNN: conv blocks with batch norm, then a MAX_LEN x CHARSET head."""
+"""The captcha models: a conv backbone, then one of two heads.
+
+- multilabel (the original): conv blocks that halve height and width, flatten, one linear layer to
+  MAX_LEN x CHARSET logits. Position k of the output reads character k of the label.
+- ctc (a CRNN): the first two blocks halve height and width, the rest only the height, so the width
+  axis survives as a sequence of columns (img_width / 4 of them). A bidirectional GRU reads the
+  columns and a linear layer gives per-column logits over the charset, whose index 0 (the pad) is the
+  CTC blank. Greedy decoding (`trainable.loss.ctc_greedy`) turns them into MAX_LEN indices.
+
+Both take uint8-valued images [B, 1, H, W] and are decoded to indices [B, MAX_LEN] by `trainable.loss.decode_indices`.
+"""
 
 from __future__ import annotations
 
@@ -6,25 +16,80 @@ import torch
 from torch import nn
 
 
-def conv_block(c_in: int, c_out: int) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True), nn.MaxPool2d(2))
+def conv_block(c_in: int, c_out: int, pool=2) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True), nn.MaxPool2d(pool))
+
+
+class ResidualBlock(nn.Module):
+    """Two 3x3 convs with a skip connection (1x1 conv when the width changes), then pooling (ResNet basic block)."""
+
+    def __init__(self, c_in: int, c_out: int, pool=2):
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True),
+            nn.Conv2d(c_out, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out),
+        )
+        self.skip = nn.Identity() if c_in == c_out else nn.Sequential(nn.Conv2d(c_in, c_out, 1, bias=False), nn.BatchNorm2d(c_out))
+        self.out = nn.Sequential(nn.ReLU(inplace=True), nn.MaxPool2d(pool))
+
+    def forward(self, x):
+        return self.out(self.body(x) + self.skip(x))
+
+
+def backbone(channels: int, depth: int, block: str, keep_width: bool) -> tuple[nn.Sequential, int]:
+    """(conv blocks, output channels). Widths c, 2c, 4c, 4c, ...; keep_width pools only the height after block 2."""
+    widths = [channels * min(2**i, 4) for i in range(depth)]
+    make = ResidualBlock if block == "residual" else conv_block
+    pools = [2 if i < 2 or not keep_width else (2, 1) for i in range(depth)]
+    return nn.Sequential(*[make(c_in, c_out, p) for c_in, c_out, p in zip([1] + widths, widths, pools)]), widths[-1]
+
+
+def normalize(x: torch.Tensor) -> torch.Tensor:
+    return x.float() / 127.5 - 1.0
 
 
 class CaptchaCNN(nn.Module):
-    """uint8-valued grayscale images [B, 1, H, W] -> logits [B, max_len, n_symbols]."""
+    """uint8-valued grayscale images [B, 1, H, W] -> logits [B, max_len, n_symbols] (the original head)."""
 
-    def __init__(self, n_symbols: int, max_len: int, img_height: int = 32, img_width: int = 96, channels: int = 16):
+    head_kind = "multilabel"
+
+    def __init__(self, n_symbols: int, max_len: int, img_height: int = 32, img_width: int = 96, channels: int = 16,
+                 depth: int = 4, block: str = "plain"):
         super().__init__()
         self.n_symbols, self.max_len = n_symbols, max_len
-        widths = [channels, channels * 2, channels * 4, channels * 4]
-        self.features = nn.Sequential(*[conv_block(c_in, c_out) for c_in, c_out in zip([1] + widths, widths)])
-        h, w = img_height // 16, img_width // 16
-        self.head = nn.Sequential(nn.Flatten(), nn.Dropout(0.2), nn.Linear(widths[-1] * h * w, max_len * n_symbols))
+        self.features, c = backbone(channels, depth, block, keep_width=False)
+        h, w = img_height // 2**depth, img_width // 2**depth
+        self.head = nn.Sequential(nn.Flatten(), nn.Dropout(0.2), nn.Linear(c * h * w, max_len * n_symbols))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.float() / 127.5 - 1.0
-        return self.head(self.features(x)).view(-1, self.max_len, self.n_symbols)
+        return self.head(self.features(normalize(x))).view(-1, self.max_len, self.n_symbols)
 
 
-def build_model(cfg, n_symbols: int, max_len: int) -> CaptchaCNN:
-    return CaptchaCNN(n_symbols, max_len, cfg.img_height, cfg.img_width, cfg.channels)
+class CaptchaCRNN(nn.Module):
+    """uint8-valued grayscale images [B, 1, H, W] -> per-column logits [B, W / 4, n_symbols] (index 0 = CTC blank)."""
+
+    head_kind = "ctc"
+
+    def __init__(self, n_symbols: int, max_len: int, img_height: int = 32, img_width: int = 96, channels: int = 16,
+                 depth: int = 4, block: str = "plain", rnn_hidden: int = 128):
+        super().__init__()
+        self.n_symbols, self.max_len = n_symbols, max_len
+        self.features, c = backbone(channels, depth, block, keep_width=True)
+        h = img_height // 2**depth
+        self.project = nn.Sequential(nn.Linear(c * h, rnn_hidden), nn.ReLU(inplace=True), nn.Dropout(0.1))
+        self.rnn = nn.GRU(rnn_hidden, rnn_hidden, batch_first=True, bidirectional=True)
+        self.classify = nn.Linear(2 * rnn_hidden, n_symbols)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        f = self.features(normalize(x))  # [B, C, h, T]
+        f = f.flatten(1, 2).transpose(1, 2)  # [B, T, C*h]: one feature vector per column
+        seq, _ = self.rnn(self.project(f))
+        return self.classify(seq)
+
+
+def build_model(cfg, n_symbols: int, max_len: int) -> nn.Module:
+    if cfg.head == "ctc":
+        return CaptchaCRNN(n_symbols, max_len, cfg.img_height, cfg.img_width, cfg.channels, cfg.depth, cfg.block, cfg.rnn_hidden)
+    return CaptchaCNN(n_symbols, max_len, cfg.img_height, cfg.img_width, cfg.channels, cfg.depth, cfg.block)
+
+

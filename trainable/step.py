@@ -7,7 +7,8 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import Dataset
 
-from trainable.loss import compute_loss, match_counts
+from trainable.augment import augment
+from trainable.loss import compute_loss, decode_indices, match_counts
 
 
 class CaptchaArrays(Dataset):
@@ -32,9 +33,10 @@ def train_step(model, optimizer, images, targets, cfg, lr: float) -> torch.Tenso
     """One optimizer step; returns the loss as a tensor (no host sync here)."""
     for group in optimizer.param_groups:
         group["lr"] = lr
+    images = augment(images, cfg.augment)
     with autocast(images.device):
         logits = model(images)
-    loss = compute_loss(logits, targets, cfg.loss, cfg.focal_gamma, cfg.focal_pos_weight)
+    loss = compute_loss(logits, targets, cfg)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
@@ -61,8 +63,8 @@ def evaluate(model, images: np.ndarray, targets: np.ndarray, cfg, device, rank: 
         y = torch.from_numpy(np.array(targets[sel])).to(device)
         with autocast(device):
             logits = model(x)
-        full, chars = match_counts(logits, y)
-        loss = compute_loss(logits, y, cfg.loss, cfg.focal_gamma, cfg.focal_pos_weight)
+        full, chars = match_counts(decode_indices(logits, cfg.head, y.shape[1]), y)
+        loss = compute_loss(logits, y, cfg)
         sums += torch.stack([loss.double() * len(sel), full.double(), chars.double(), torch.tensor(float(len(sel)), device=device, dtype=torch.float64)])
     model.train()
     loss_sum, full, chars, n = all_sum(sums).tolist()

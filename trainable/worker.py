@@ -16,14 +16,15 @@ import torch
 from torch.utils.data import DataLoader
 
 from trainable import checkpoint
-from trainable.config import TrainConfig
-from trainable.data import load_split
+from trainable.errors import UserError
+from trainable.config import TrainConfig, input_shape
+from trainable.data import dataset_meta, load_split
 from trainable.model import build_model
 from trainable.schedule import lr_at
 from trainable.step import CaptchaArrays, all_sum, evaluate, memory_format, train_step
 
 
-class DivergedError(ValueError):
+class DivergedError(UserError):
     """The loss became NaN/inf: this config's learning rate is too high for it."""
 
 
@@ -42,6 +43,7 @@ def train_fn_per_worker(config: dict) -> str | None:
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     torch.manual_seed(cfg.seed)
     torch.set_num_threads(max(1, int(os.environ.get("OMP_NUM_THREADS", "1"))))
+    cfg = input_shape(cfg, dataset_meta(cfg.data_dir))  # img_width 0 -> the data's aspect
     train_x, train_y, meta = load_split(cfg.data_dir, "train", cfg.img_height, cfg.img_width)
     val_x, val_y, _ = load_split(cfg.data_dir, "val", cfg.img_height, cfg.img_width)
 

@@ -20,7 +20,7 @@ def register(sub) -> None:
     i.add_argument("--labels", default=None, help="CSV/TSV of filename,label (default: labels come from file names)")
     i.add_argument("--out", required=True)
     i.add_argument("--charset", default=None, help="allowed symbols (default: taken from the data)")
-    i.add_argument("--max-len", type=int, default=7)
+    i.add_argument("--max-len", type=int, default=None, help="longest label the model reads (default: the longest label imported)")
     i.add_argument("--val-fraction", type=float, default=0.1)
     i.set_defaults(func=import_)
 
