@@ -99,7 +99,7 @@ def test_import_named_files_skips_bad_ones(tmp_path, capsys):
     (src / "DEAD.png").write_bytes((src / "0A1B.png").read_bytes())  # duplicate bytes
     (src / "notes.txt").write_text("not an image, not listed")
 
-    out = import_folder(src, tmp_path / "ds", charset="FEDCBA98765432100")
+    out = import_folder(src, tmp_path / "ds", charset="FEDCBA98765432100", max_len=7)
     printed = capsys.readouterr().out
     meta = read_meta(out)
     assert meta["charset"] == PAD + "0123456789ABCDEF"
@@ -188,3 +188,20 @@ def test_encode_rejects_what_the_charset_cannot_hold():
         encode("ab!", FULL_CHARSET, 7)
     with pytest.raises(LabelError, match="more than max length"):
         encode("ABCDEFGH", FULL_CHARSET, 7)
+
+
+def test_import_takes_input_shape_and_max_len_from_the_images(tmp_path):
+    """A user's 200x50 captchas of up to 5 characters: the model input keeps their 4:1 aspect, max_len is 5."""
+    from captcha.image import ImageCaptcha
+
+    from trainable.config import TrainConfig, input_shape
+
+    src = tmp_path / "src"
+    src.mkdir()
+    gen = ImageCaptcha(width=200, height=50)
+    for label in ["AB12", "CD345", "EF67", "GH890", "JK12"]:
+        gen.write(label, str(src / f"{label}.png"))
+    meta = read_meta(import_folder(src, tmp_path / "ds"))
+    assert meta["max_len"] == 5 and meta["image_size"] == [200, 50]
+    cfg = input_shape(TrainConfig(img_height=32), meta)
+    assert (cfg.img_height, cfg.img_width) == (32, 128)

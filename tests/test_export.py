@@ -178,6 +178,60 @@ def test_pt2_reads_captchas_without_the_project(pt2, ckpt_dir, captchas, tmp_pat
     assert proc.stdout.strip() == expected[-1]
 
 
+# ---------------------------------------------------------------- (a') the ctc head, and checkpoints from before heads
+def test_ctc_export_agrees_with_checkpoint(captchas, tmp_path):
+    """A CRNN checkpoint exports with its greedy CTC decoding inside the program, and reads alike standalone."""
+    from trainable.loss import ctc_greedy
+
+    cfg = CFG.replace(head="ctc", rnn_hidden=32)
+    torch.manual_seed(0)
+    model = build_model(cfg, len(CHARSET), MAX_LEN)
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.peak_lr, amsgrad=True)
+    rgb = torch.from_numpy(np.stack(rgbs(captchas["160x60"])))
+    y = torch.tensor([encode(label, CHARSET, MAX_LEN) for label, _ in captchas["160x60"]])
+    for _ in range(30):
+        train_step(model, optimizer, to_model_input(rgb, cfg.img_height, cfg.img_width), y, cfg, cfg.peak_lr)
+    checkpoint.save(tmp_path / "ckpt", model, optimizer, 30, cfg, dict(charset=CHARSET, max_len=MAX_LEN), dict(val_full_match=0.0))
+    pt2 = export_model(tmp_path / "ckpt" / checkpoint.FILE, tmp_path / "ctc.pt2")
+
+    reloaded, _ = checkpoint.load_model(tmp_path / "ckpt")
+    extra = {"captcha_tune.json": ""}
+    exported = torch.export.load(pt2, extra_files=extra).module()
+    for size in ("160x60", "200x70"):
+        rgb = torch.from_numpy(np.stack(rgbs(captchas[size])))
+        with torch.no_grad():
+            reference = reloaded(to_model_input(rgb, cfg.img_height, cfg.img_width))
+            logits, indices = exported(rgb)
+        assert logits.shape == (len(rgb), cfg.img_width // 4, len(CHARSET))
+        torch.testing.assert_close(logits, reference, atol=1e-4, rtol=0)
+        assert torch.equal(indices, ctc_greedy(reference, MAX_LEN)) and indices.shape == (len(rgb), MAX_LEN)
+    assert json.loads(extra["captcha_tune.json"])["head"] == "ctc"
+
+    items = captchas["160x60"][:3]
+    paths = []
+    for i, (_, png) in enumerate(items):
+        paths.append(tmp_path / f"c{i}.png")
+        paths[-1].write_bytes(png)
+    proc = subprocess.run([sys.executable, "-I", "-c", STANDALONE, str(pt2), *map(str, paths)],
+                          capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["texts"] == load_predictor(tmp_path / "ckpt").predict(rgbs(items))
+
+
+def test_checkpoint_from_before_heads_still_loads_and_exports(ckpt_dir, tmp_path, captchas):
+    """Checkpoints written before head/depth/block/augment existed hold none of those keys: they are the multilabel CNN."""
+    state = torch.load(ckpt_dir / checkpoint.FILE, weights_only=True)
+    for key in ("head", "depth", "block", "rnn_hidden", "augment"):
+        state["config"].pop(key)
+    (tmp_path / "old").mkdir()
+    torch.save(state, tmp_path / "old" / checkpoint.FILE)
+    old, new = load_predictor(tmp_path / "old"), load_predictor(ckpt_dir)
+    images = rgbs(captchas["160x60"])
+    torch.testing.assert_close(old.logits(images), new.logits(images))
+    pt2 = export_model(tmp_path / "old" / checkpoint.FILE, tmp_path / "old.pt2")
+    assert load_predictor(pt2).predict(images) == new.predict(images)
+
+
 # ---------------------------------------------------------------- (c) atomic write
 def test_failed_export_leaves_nothing(ckpt_dir, tmp_path, monkeypatch):
     def broken_save(*args, **kwargs):
