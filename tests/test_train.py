@@ -10,7 +10,8 @@ from conftest import TINY, cli
 from trainable import checkpoint
 from trainable.data import load_split
 from trainable.model import build_model
-from trainable.config import TrainConfig
+from trainable.config import TrainConfig, input_shape
+from trainable.data import read_meta
 from trainable.step import evaluate
 
 
@@ -29,7 +30,7 @@ def test_train_learns_checkpoints_and_resumes(easy_data, tmp_path):
     assert "step 100/300: val full match" in out and "step 300/300: val full match" in out and " left" in out, out[-2000:]
 
     # better than the untrained model on the validation set
-    cfg = TrainConfig(data_dir=easy_data, **settings)
+    cfg = input_shape(TrainConfig(data_dir=easy_data, **settings), read_meta(easy_data))
     vx, vy, meta = load_split(easy_data, "val", cfg.img_height, cfg.img_width)
     torch.manual_seed(0)
     untrained = evaluate(build_model(cfg, len(meta["charset"]), meta["max_len"]), vx, vy, cfg, torch.device("cpu"))
@@ -45,6 +46,26 @@ def test_train_learns_checkpoints_and_resumes(easy_data, tmp_path):
     cli("train", "--data-dir", easy_data, "--workers", 2, "--storage", tmp_path, "--name", "run", *flags({**settings, "max_steps": 400}))
     resumed = json.loads((tmp_path / "run" / "summary.json").read_text())["final_metrics"]
     assert resumed["start_step"] == 300 and resumed["step"] == 400
+
+
+def test_ctc_head_trains_in_ddp_and_agrees_with_its_export(easy_data, tmp_path):
+    """The CRNN head with augmentation, 2 gloo workers: it checkpoints, exports, and the .pt2 reads as the checkpoint does."""
+    from results.evaluate import evaluate as evaluate_predictor, load_rows
+    from results.predict import load_predictor
+
+    settings = {**TINY, "head": "ctc", "augment": 0.5, "rnn_hidden": 32}
+    cli("train", "--data-dir", easy_data, "--workers", 2, "--storage", tmp_path, "--name", "ctc", *flags(settings))
+    summary = json.loads((tmp_path / "ctc" / "summary.json").read_text())
+    assert summary["final_metrics"]["world_size"] == 2 and summary["final_metrics"]["step"] == TINY["max_steps"]
+    state = checkpoint.load(Path(summary["best_checkpoint"]))
+    assert state["config"]["head"] == "ctc" and state["config"]["img_width"] == 88  # 160x60 at height 32
+
+    cli("export", tmp_path / "ctc", "--out", tmp_path / "ctc.pt2")
+    rows = load_rows(easy_data)[:64]
+    images = [rgb for _, rgb, _ in rows]
+    from_pt2, from_ckpt = load_predictor(tmp_path / "ctc.pt2"), load_predictor(tmp_path / "ctc")
+    assert from_pt2.predict(images) == from_ckpt.predict(images)
+    assert evaluate_predictor(from_pt2, rows)["full_match"] == evaluate_predictor(from_ckpt, rows)["full_match"]
 
 
 def test_impossible_worker_request_fails_fast(easy_data, tmp_path):
