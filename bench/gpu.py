@@ -17,7 +17,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from bench.common import Row, pyplot, standalone, write_json
-from trainable.config import GPU_MODEL, TrainConfig
+from trainable.config import GPU_MODEL, TrainConfig, input_shape
 from trainable.model import build_model
 from trainable.step import memory_format, train_step
 
@@ -77,7 +77,7 @@ def step_rate(cfg: TrainConfig, batch: int, device: torch.device, compiled: bool
 
 def measure(device: torch.device, size: dict) -> dict:
     torch.backends.cudnn.benchmark = True
-    cfg = TrainConfig(**GPU_MODEL)
+    cfg = input_shape(TrainConfig(**GPU_MODEL), dict(max_len=MAX_LEN, image_size=[160, 60]))  # the captcha generator's size
     tflops = matmul_tflops(device, size["matmul_n"])
     per_batch = {}
     for batch in size["batches"]:

@@ -29,26 +29,26 @@ from torch.utils.data import DataLoader
 
 from bench.common import RESULTS, pyplot, write_json
 from trainable import checkpoint
-from trainable.config import GPU_MODEL, TrainConfig
+from search.space import REFERENCE
+from trainable.config import GPU_MODEL, TrainConfig, input_shape
 from trainable.data import generate, load_split, read_meta
 from trainable.model import build_model
 from trainable.schedule import lr_at
 from trainable.step import CaptchaArrays, evaluate, memory_format, train_step
 
-REFERENCE = dict(peak_lr=1e-3, warmup_fraction=5000 / 300000, period_fraction=150000 / 300000, focal_gamma=2.0, focal_pos_weight=3.0)
-# the default CPU sweep's best trial (bench/results: 500-step trials, warmup 78, period 147)
-SWEEP_BEST = dict(peak_lr=5.3e-3, warmup_fraction=78 / 500, period_fraction=147 / 500, focal_gamma=1.42, focal_pos_weight=8.65)
-CONFIGS = dict(reference=REFERENCE, sweep_best=SWEEP_BEST)
+# The original project's run, and the same schedule with what the sweeps find makes the model good: the CTC head
+# and light augmentation (step settings are fractions of the run, as in search/space.py).
+CONFIGS = dict(reference=REFERENCE, ctc=dict(REFERENCE, head="ctc", augment=0.3))
 
 
 MODELS = dict(gpu=GPU_MODEL, small={})  # small: the CPU default size (a smoke test of this script)
 
 
-def config(name: str, model: dict, max_steps: int, eval_every: int) -> TrainConfig:
+def config(name: str, base: TrainConfig, max_steps: int, eval_every: int) -> TrainConfig:
     c = CONFIGS[name]
-    return TrainConfig(**model, peak_lr=c["peak_lr"], focal_gamma=c["focal_gamma"], focal_pos_weight=c["focal_pos_weight"],
-                       max_steps=max_steps, eval_every=eval_every, warmup_steps=round(c["warmup_fraction"] * max_steps),
-                       cosine_period=max(1, round(c["period_fraction"] * max_steps)))
+    return base.replace(**{k: v for k, v in c.items() if k not in ("warmup_steps", "cosine_period")}, max_steps=max_steps,
+                        eval_every=eval_every, warmup_steps=round(c["warmup_steps"] * max_steps),
+                        cosine_period=max(1, round(c["cosine_period"] * max_steps)))
 
 
 def fresh(cfg: TrainConfig, meta: dict, device):
@@ -89,6 +89,19 @@ def feed_rates(cfg, meta, train_x, train_y, gpu_x, gpu_y, device, steps: int) ->
         rates[mode] = steps * cfg.batch_size / (time.perf_counter() - t0)
         print(f"feed {mode}: {rates[mode]:.0f} images/s", flush=True)
     return rates
+
+
+def step_rate(cfg, meta, gpu_x, gpu_y, device, steps: int = 30) -> float:
+    """images/s of this config's own step (head, augmentation) fed from the GPU-resident set."""
+    model, opt = fresh(cfg, meta, device)
+    for k in range(steps + 10):
+        if k == 10:
+            sync()
+            t0 = time.perf_counter()
+        idx = torch.randint(0, len(gpu_x), (cfg.batch_size,), device=device)
+        train_step(model, opt, gpu_x[idx], gpu_y[idx], cfg, cfg.peak_lr)
+    sync()
+    return steps * cfg.batch_size / (time.perf_counter() - t0)
 
 
 def train(cfg, meta, gpu_x, gpu_y, val_x, val_y, device, out: Path) -> dict:
@@ -163,7 +176,7 @@ def main() -> None:
     if not (Path(args.data) / "meta.json").exists():
         generate(args.spec, args.n, args.data, seed=0, processes=os.cpu_count())
     t_gen = time.perf_counter() - t0
-    base = TrainConfig(**MODELS[args.model])
+    base = input_shape(TrainConfig(**MODELS[args.model]), read_meta(args.data))
     train_x, train_y, meta = load_split(args.data, "train", base.img_height, base.img_width, processes=os.cpu_count())
     val_x, val_y, _ = load_split(args.data, "val", base.img_height, base.img_width, processes=os.cpu_count())
     t_decode = time.perf_counter() - t0 - t_gen
@@ -172,21 +185,21 @@ def main() -> None:
 
     args.out.mkdir(parents=True, exist_ok=True)
     rates = feed_rates(base, meta, train_x, train_y, gpu_x, gpu_y, device, args.feed_steps)
-    max_steps = max(20, int(rates["gpu_resident"] * 0.9 * args.minutes * 60 / base.batch_size))  # ~10% goes to evaluation
-    eval_every = min(args.eval_every, max(1, max_steps // 10))
     result = dict(device=torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu", torch=torch.__version__,
                   batch_size=base.batch_size, model=MODELS[args.model],
                   data=dict(spec=meta.get("spec", args.spec), train=len(train_x), val=len(val_x), generate_s=t_gen, decode_s=t_decode),
                   feed_images_per_s=rates, feed_ratio_gpu_resident_over_dataloader=rates["gpu_resident"] / rates["dataloader"], runs={})
     print(json.dumps({k: v for k, v in result.items() if k != "runs"}, indent=2), flush=True)
     for name in args.configs:
-        cfg = config(name, MODELS[args.model], max_steps, eval_every)
-        print(f"{name}: {max_steps} steps, peak_lr {cfg.peak_lr:g}, warmup {cfg.warmup_steps}, period {cfg.cosine_period}, "
+        rate = step_rate(config(name, base, 100, 100), meta, gpu_x, gpu_y, device)
+        max_steps = max(20, int(rate * 0.9 * args.minutes * 60 / base.batch_size))  # ~10% goes to evaluation
+        cfg = config(name, base, max_steps, min(args.eval_every, max(1, max_steps // 10)))
+        print(f"{name}: {cfg.head} head, augment {cfg.augment}, {max_steps} steps, peak_lr {cfg.peak_lr:g}, warmup {cfg.warmup_steps}, period {cfg.cosine_period}, "
               f"gamma {cfg.focal_gamma}, pos_weight {cfg.focal_pos_weight}", flush=True)
         with tempfile.TemporaryDirectory() as tmp:
             run = train(cfg, meta, gpu_x, gpu_y, val_x, val_y, device, Path(tmp))
             run["test"] = test(Path(tmp), args.test)
-        result["runs"][name] = run
+        result["runs"][name] = dict(run, images_per_s=rate)
         plot(result, args.out / "gpu_train.png")  # after each run: a cut-off command still leaves the runs done
         write_json(args.out, "gpu_train", result)
 

@@ -24,8 +24,8 @@ import torch
 from torch.utils.data import DataLoader
 
 from bench.common import CACHE, ProcessSampler, Row, cpu_group, easy_data, fresh_ray, median, pyplot, standalone, write_json
-from trainable.config import TrainConfig
-from trainable.data import load_split
+from trainable.config import TrainConfig, input_shape
+from trainable.data import load_split, read_meta
 from trainable.model import build_model
 from trainable.schedule import lr_at
 from trainable.step import CaptchaArrays, evaluate, memory_format, train_step
@@ -37,7 +37,8 @@ SIZES = dict(full=dict(eval_every=40, intervals=4, repeats=3), quick=dict(eval_e
 
 
 def config(data_dir: str, workers: int, eval_every: int, intervals: int) -> TrainConfig:
-    return TrainConfig(data_dir=data_dir, batch_size=PER_WORKER_BATCH * workers, eval_every=eval_every, max_steps=eval_every * intervals)
+    cfg = TrainConfig(data_dir=data_dir, batch_size=PER_WORKER_BATCH * workers, eval_every=eval_every, max_steps=eval_every * intervals)
+    return input_shape(cfg, read_meta(data_dir))
 
 
 def rate(per_interval: list[float]) -> float:
@@ -136,7 +137,7 @@ def run(out, quick: bool = False) -> dict:
                  ("train workers", "other Ray actors", "Ray system processes", "driver")} for arm in ("ray1", "ray2", "ray2_lean")}
     result = dict(
         settings=dict(size, per_worker_batch=PER_WORKER_BATCH, threads_per_process=1, model=dict(channels=TrainConfig.channels,
-                      img_height=TrainConfig.img_height, img_width=TrainConfig.img_width), data=data_dir),
+                      img_height=TrainConfig.img_height), data=data_dir),
         runs=runs, images_per_s=med, ray1_over_bare=paired("ray1", "bare"), ray2_over_ray1=paired("ray2", "ray1"),
         bare2_over_bare=paired("bare2", "bare"), ray2_over_bare2=paired("ray2", "bare2"),
         ray2_lean_over_default=paired("ray2_lean", "ray2"),

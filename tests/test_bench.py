@@ -50,7 +50,7 @@ def test_gpu_train_runs_both_configs_and_scores_the_exported_model(tmp_path):
     r = json.loads((tmp_path / "gpu_train.json").read_text())
     assert r["data"]["train"] == 270 and r["data"]["val"] == 30
     assert all(v > 0 for v in r["feed_images_per_s"].values())
-    assert set(r["runs"]) == {"reference", "sweep_best"}
+    assert set(r["runs"]) == {"reference", "ctc"} and r["runs"]["ctc"]["config"]["head"] == "ctc"
     for run in r["runs"].values():
         assert run["curve"][-1]["step"] == run["config"]["max_steps"] >= 20
         assert 0 <= run["test"]["val-00000"]["full_match"] <= 1 and run["test"]["val-00000"]["n"] == 30
