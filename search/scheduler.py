@@ -1,35 +1,77 @@
-"""ASHA: stop weak trials early. Its rungs sit after the longest warmup the space allows."""
+"""ASHA: stop weak trials early, fairly. Rungs start at a quarter of the run, after the longest warmup the
+space allows; a trial is judged by its best evaluation so far, against trials of the same head only."""
 
 from __future__ import annotations
 
 import math
 
-REDUCTION_FACTOR = 3  # keep the top third at each rung
+from ray.tune.schedulers import AsyncHyperBandScheduler
+from ray.tune.schedulers.async_hyperband import _Bracket
+
+REDUCTION_FACTOR = 2  # keep the top half at each rung: with 3 rungs ~1/8 of the trials run to the end
+NUM_RUNGS = 3  # evenly spaced from the first rung to max_steps (1200 steps: 300, 600, 900)
+FIRST_RUNG = 1 / 4  # of max_steps: before it a CTC head still sits at ~0% (it leaves its all-blank start at ~300-400 of 1200)
+GROUP_BY = ("head",)  # compared only within the same value: a CTC trial starts slower than a multilabel one, then passes it
 METRIC, MODE, TIME_ATTR = "val_score", "max", "step"  # full match, ties broken by char accuracy; time = the workers' step
+WORST = 0.0  # val_score of a trial that diverged or errored, as told to the searcher
 
 
 def rungs(max_steps: int, eval_every: int, longest_warmup: int) -> list[int]:
-    """Steps at which ASHA compares trials: grace * rf^k < max_steps.
+    """Steps at which ASHA compares trials: NUM_RUNGS evenly spaced from the first one to max_steps.
 
-    The first rung (grace period) is after the longest warmup in the space (comparing trials that
-    are still warming up rewards short warmups, not good ones) and at least max_steps / rf (earlier,
-    full match is ~0 for every trial and the cut is a coin toss: seen on the CPU preset at step 100),
-    rounded up to an evaluation step so a report lands exactly on it.
+    The first rung is at max_steps / 4 and after the longest warmup in the space (comparing trials that
+    are still warming up rewards short warmups, not good ones); earlier, full match is ~0 for every
+    trial and the cut is a coin toss. Each rung is rounded up to an evaluation step, so a report lands
+    exactly on it; rungs that round together are one.
     """
-    grace = max(eval_every, longest_warmup, max_steps // REDUCTION_FACTOR)
-    grace = math.ceil(grace / eval_every) * eval_every
-    out, r = [], grace
-    while r < max_steps:
-        out.append(r)
-        r *= REDUCTION_FACTOR
-    return out
+    up = lambda s: math.ceil(s / eval_every) * eval_every
+    first = up(max(eval_every, longest_warmup, max_steps * FIRST_RUNG))
+    gap = (max_steps - first) / NUM_RUNGS
+    return sorted({r for r in (up(first + k * gap) for k in range(NUM_RUNGS)) if r < max_steps})
 
 
-def build_asha(max_steps: int, grace: int):
-    from ray.tune.schedulers import AsyncHyperBandScheduler
+class FairASHA(AsyncHyperBandScheduler):
+    """Ray's ASHA with explicit rung steps, each trial judged by its best-so-far metric (one noisy evaluation
+    at a rung doesn't cut it) and compared only with trials that share its GROUP_BY values (one bracket each)."""
 
-    return AsyncHyperBandScheduler(time_attr=TIME_ATTR, metric=METRIC, mode=MODE, max_t=max_steps,
-                                   grace_period=grace, reduction_factor=REDUCTION_FACTOR, brackets=1)
+    def __init__(self, rung_steps: list[int], max_steps: int, group_by: tuple = GROUP_BY):
+        super().__init__(time_attr=TIME_ATTR, metric=METRIC, mode=MODE, max_t=max_steps, grace_period=rung_steps[0],
+                         reduction_factor=REDUCTION_FACTOR, brackets=1)
+        self._rung_steps, self._group_by = list(rung_steps), tuple(group_by)
+        self._groups: dict[tuple, _Bracket] = {}
+        self._best: dict[str, float] = {}  # trial_id -> best metric so far
+
+    def _bracket(self, key: tuple) -> _Bracket:
+        if key not in self._groups:
+            b = _Bracket(self._rung_steps[0], self._max_t, REDUCTION_FACTOR, 0)
+            b._rungs = [(r, {}) for r in reversed(self._rung_steps)]  # Ray's bracket walks its rungs latest first
+            self._groups[key] = b
+        return self._groups[key]
+
+    def _best_so_far(self, trial, result: dict | None) -> dict | None:
+        if not result or result.get(METRIC) is None:
+            return result
+        best = max(self._best.get(trial.trial_id, -math.inf), result[METRIC])
+        self._best[trial.trial_id] = best
+        return {**result, METRIC: best}
+
+    def on_trial_add(self, tune_controller, trial):
+        super().on_trial_add(tune_controller, trial)  # checks metric and mode
+        self._trial_info[trial.trial_id] = self._bracket(tuple(str(trial.config.get(k)) for k in self._group_by))
+
+    def on_trial_result(self, tune_controller, trial, result: dict) -> str:
+        return super().on_trial_result(tune_controller, trial, self._best_so_far(trial, result))
+
+    def on_trial_complete(self, tune_controller, trial, result: dict):
+        super().on_trial_complete(tune_controller, trial, self._best_so_far(trial, result))
+        self._best.pop(trial.trial_id, None)
+
+    def debug_string(self) -> str:
+        return f"Using FairASHA: num_stopped={self._num_stopped}\n" + "\n".join(f"{k}: {b.debug_str()}" for k, b in self._groups.items())
+
+
+def build_asha(max_steps: int, rung_steps: list[int]):
+    return FairASHA(rung_steps, max_steps)
 
 
 def rung_plan(max_steps: int, eval_every: int, longest_warmup: int, num_samples: int) -> str:
@@ -38,4 +80,5 @@ def rung_plan(max_steps: int, eval_every: int, longest_warmup: int, num_samples:
         return f"ASHA: no rung before max_steps={max_steps}; every trial runs to the end"
     parts = [f"step {s}: ~{max(1, round(num_samples / REDUCTION_FACTOR ** (k + 1)))} of {num_samples} continue"
              for k, s in enumerate(steps)]
-    return f"ASHA rungs (top 1/{REDUCTION_FACTOR} continue, max {max_steps} steps): " + "; ".join(parts)
+    return (f"ASHA rungs (best val_score so far, top 1/{REDUCTION_FACTOR} continue among trials of the same "
+            f"{'/'.join(GROUP_BY)}; max {max_steps} steps): " + "; ".join(parts))

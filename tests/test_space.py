@@ -37,9 +37,9 @@ def test_choice_and_file_overrides(tmp_path):
 
 
 def test_first_rung_after_longest_warmup():
-    assert rungs(500, 50, 100) == [200]  # max(warmup 100, 500 // 3) rounded up to an evaluation
-    assert rungs(300000, 5000, 60000) == [100000]
-    assert all(r >= 60000 for r in rungs(300000, 5000, 60000))
+    assert rungs(500, 50, 100) == [150, 300, 400]  # max(warmup 100, 500 / 4), then 3 even steps, each up to an evaluation
+    assert rungs(300000, 5000, 60000) == [75000, 150000, 225000]
+    assert rungs(500, 50, 200)[0] == 200 and all(r >= 60000 for r in rungs(300000, 5000, 80000))
 
 
 def test_optuna_study_storage(tmp_path):

@@ -1,0 +1,35 @@
+"""ASHA without a Ray cluster: rungs start at a quarter of the run and after the longest warmup, at least 3 of
+them on the CPU preset; a trial is judged by its best evaluation so far and only against trials of its own head."""
+
+from types import SimpleNamespace
+
+from search.scheduler import FairASHA, rung_plan, rungs
+
+CONTINUE, STOP = "CONTINUE", "STOP"
+
+
+def test_rungs_start_at_a_quarter_after_the_longest_warmup():
+    assert rungs(1200, 100, 240) == [300, 600, 900]  # the cpu preset: warmups up to 20% of 1200
+    assert rungs(300000, 5000, 60000) == [75000, 150000, 225000]
+    assert rungs(500, 50, 200) == [200, 300, 400]  # a long warmup pushes the first rung back
+    assert rungs(40, 10, 8) == [10, 20, 30]
+    assert rungs(1200, 500, 0) == [500, 1000]  # rungs that round to the same evaluation are one
+    assert "step 300: ~4 of 8 continue" in rung_plan(1200, 100, 240, 8)
+
+
+def feed(asha, trial, step, value):
+    return asha.on_trial_result(None, trial, dict(step=step, val_score=value))
+
+
+def test_a_noisy_dip_at_a_rung_does_not_cut_and_heads_are_judged_apart():
+    asha = FairASHA([300, 600, 900], 1200)
+    good, dip, weak, ctc = (SimpleNamespace(trial_id=t, config=dict(head=h)) for t, h in
+                            [("good", "multilabel"), ("dip", "multilabel"), ("weak", "multilabel"), ("ctc", "ctc")])
+    for t in (good, dip, weak, ctc):
+        asha.on_trial_add(None, t)
+    assert feed(asha, good, 300, 0.30) == CONTINUE
+    assert feed(asha, dip, 200, 0.40) == CONTINUE
+    assert feed(asha, dip, 300, 0.05) == CONTINUE  # its best so far (0.40) beats the rung's median
+    assert feed(asha, weak, 300, 0.10) == STOP
+    assert feed(asha, ctc, 300, 0.0) == CONTINUE  # a CTC head at 0% is not compared with multilabel trials
+    assert feed(asha, ctc, 1200, 0.9) == STOP  # max_steps ends every trial
