@@ -1,17 +1,24 @@
-"""`run_sweep`: Optuna TPE proposes, ASHA prunes, each trial is a multi-worker Ray Train run."""
+"""`run_sweep`: Optuna (TPE, GP or random) proposes, ASHA prunes, each trial is a multi-worker Ray Train run.
+
+Re-running the same command resumes a sweep; a larger --num-samples extends a finished one with its history."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import sys
 import time
 from dataclasses import dataclass
+
+from ray.tune.search import ConcurrencyLimiter, SearchGenerator
+from ray.tune.search.optuna import OptunaSearch
 
 from search import scheduler
 from search.space import DefineByRun, check_values, materialize, parse_space, reference_point
 from trainable import storage
 from trainable.config import TrainConfig
+from trainable.errors import UserError
 
 STATE = "sweep.json"  # everything a later command needs to know about the sweep
 
@@ -30,7 +37,7 @@ class SweepSettings:
     max_concurrent: int = 0  # 0 = derived from the cluster and the trial size
     time_budget_s: float = 0.0  # 0 = no limit
     seed: int = 0  # TPE sampler seed
-    searcher: str = "tpe"  # 'tpe' or 'random' (benchmarks)
+    searcher: str = "tpe"  # 'tpe', 'gp' (Gaussian process) or 'random' (benchmarks)
     scheduler: str = "asha"  # 'asha' or 'none' (benchmarks)
     optuna_storage: str | None = None  # an Optuna RDB URL (e.g. postgresql://...); default: EXP/optuna.db when local
     # Off: Tune can reuse a trial's actor only when its function has returned, and an ASHA-stopped trial's function
@@ -42,20 +49,57 @@ def experiment_path(s: SweepSettings) -> str:
     return storage.join(storage.normalize(s.storage), s.name)
 
 
+SEARCHERS = ("tpe", "gp", "random")
+# Settings a sweep can't change once it ran: trials made with others would not be comparable. Only num_samples
+# may grow (extend a sweep); where it runs (storage, name) and how many trials at a time may change.
+CHANGEABLE = ("storage", "name", "num_samples", "max_concurrent")
+FLAGS = {"time_budget_s": "time-budget"}  # setting -> its flag, where the names differ
+
+
+class LearningOptunaSearch(OptunaSearch):
+    """OptunaSearch that tells a diverged or errored trial to the study as the worst value (COMPLETE, not FAIL):
+    TPE and GP leave failed trials out of their model, so they would keep proposing the region that diverged."""
+
+    def on_trial_result(self, trial_id: str, result: dict):
+        super().on_trial_result(trial_id, result)
+        self.__dict__.setdefault("_last", {})[trial_id] = result  # OptunaSearch.__init__ calls methods before ours could run
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False):
+        last = {**self.__dict__.setdefault("_last", {}).pop(trial_id, {}), **(result or {})}
+        if error or last.get("diverged"):
+            result, error = {**last, scheduler.METRIC: scheduler.WORST}, False
+        super().on_trial_complete(trial_id, result, error)
+
+
+class ExtendableSearch(SearchGenerator):
+    """Tune's search generator, whose trial total is read from sweep.json when Tune restores it: re-running a
+    finished sweep with a larger --num-samples (written to sweep.json first) continues it in the same experiment."""
+
+    def __init__(self, searcher, state_file: str):
+        super().__init__(searcher)
+        self.state_file = state_file
+
+    def set_state(self, state: dict):
+        super().set_state(state)
+        self._total_samples = json.loads(storage.read_text(self.state_file))["settings"]["num_samples"]
+
+
 def build_searcher(s: SweepSettings, space: dict, reference: dict, exp: str):
     import optuna
-    from ray.tune.search.optuna import OptunaSearch
 
     if s.searcher == "random":
         sampler = optuna.samplers.RandomSampler(seed=s.seed)
+    elif s.searcher == "gp":
+        # The GP models the parameters every trial has; the focal settings (multilabel trials only) are drawn at random.
+        sampler = optuna.samplers.GPSampler(seed=s.seed)
     else:
         # group=True: the focal settings exist only in multilabel trials, and grouped TPE models each subspace apart
         sampler = optuna.samplers.TPESampler(seed=s.seed, multivariate=True, group=True, n_startup_trials=max(3, s.num_samples // 4))
     # The live study goes next to the experiment (optuna-dashboard sqlite:///EXP/optuna.db) when it is local.
     url = s.optuna_storage or (None if storage.is_uri(exp) else f"sqlite:///{exp}/optuna.db")
     db = optuna.storages.RDBStorage(url) if url else None  # None: in memory (an s3:// experiment without --optuna-storage)
-    return OptunaSearch(DefineByRun(space), metric=scheduler.METRIC, mode=scheduler.MODE, points_to_evaluate=[reference],
-                        sampler=sampler, study_name=f"captcha-tune-{s.name}", storage=db)
+    return LearningOptunaSearch(DefineByRun(space), metric=scheduler.METRIC, mode=scheduler.MODE, points_to_evaluate=[reference],
+                                sampler=sampler, study_name=f"captcha-tune-{s.name}", storage=db)
 
 
 def prepare_data(s: SweepSettings, exp: str) -> str:
@@ -87,6 +131,8 @@ def run_sweep(s: SweepSettings, base: TrainConfig, space_overrides: dict | None 
     from cluster.storage_check import check_storage
     from search.trial import run_trial
 
+    if s.searcher not in SEARCHERS:  # before Ray starts
+        raise UserError(f"unknown searcher {s.searcher!r}; use one of {', '.join(SEARCHERS)}")
     space = materialize(parse_space(space_overrides), base.max_steps)  # bad bounds fail before Ray starts
     check_values(space, base)  # ... and so do values no trial could train with
     exp = experiment_path(s)
@@ -95,9 +141,13 @@ def run_sweep(s: SweepSettings, base: TrainConfig, space_overrides: dict | None 
     resuming = storage.exists(state_file)
     if resuming:
         saved = json.loads(storage.read_text(state_file))
-        if saved["settings"]["num_samples"] != s.num_samples or saved["base"]["max_steps"] != base.max_steps:
-            raise ValueError(f"{exp} already holds a sweep with other settings; resume it with the same flags or pick a new --name")
-        s, base = SweepSettings(**saved["settings"]), TrainConfig.from_dict(saved["base"])
+        check_same_sweep(exp, saved, s, base, space)
+        if s.num_samples > saved["settings"]["num_samples"]:  # extend: ExtendableSearch reads the new total on restore
+            print(f"extending {exp} from {saved['settings']['num_samples']} to {s.num_samples} trials", flush=True)
+            saved["settings"]["num_samples"] = s.num_samples
+            storage.write_text(state_file, json.dumps(saved, indent=2))
+        s = SweepSettings(**{**saved["settings"], "max_concurrent": s.max_concurrent})
+        base = TrainConfig.from_dict(saved["base"])
     base = base.replace(data_dir=prepare_data(s, exp))
     longest_warmup = int(space["warmup_steps"].high) if "warmup_steps" in space else base.warmup_steps
     rung_steps = scheduler.rungs(base.max_steps, base.eval_every, longest_warmup)
@@ -109,12 +159,13 @@ def run_sweep(s: SweepSettings, base: TrainConfig, space_overrides: dict | None 
     reference = reference_point(space, base.max_steps, base)
     if not resuming:
         storage.write_text(state_file, json.dumps(dict(
-            settings=dataclasses.asdict(s), base=base.to_dict(), space={k: dataclasses.asdict(v) for k, v in space.items()},
+            settings=dataclasses.asdict(s), base=base.to_dict(), space=space_json(space),
             reference=reference, rungs=rung_steps, command=command, created=time.time()), indent=2))
 
     print(scheduler.rung_plan(base.max_steps, base.eval_every, longest_warmup, s.num_samples) if s.scheduler == "asha"
           else "no early stopping: every trial runs to max_steps", flush=True)
     print(f"{s.num_samples} trials x {s.workers_per_trial} workers, {concurrent} at a time; experiment {exp}", flush=True)
+    quiet_divergence()
 
     run = dict(workers=s.workers_per_trial, gpus_per_worker=s.gpus_per_worker, cpus_per_worker=s.cpus_per_worker,
                storage=storage.join(exp, "train"))
@@ -126,19 +177,57 @@ def run_sweep(s: SweepSettings, base: TrainConfig, space_overrides: dict | None 
         print(f"resuming {exp}", flush=True)
         tuner = tune.Tuner.restore(exp, trainable=trainable, resume_unfinished=True, resume_errored=False)
     else:
+        # The searcher: Optuna's proposals, at most `concurrent` at a time, with a total that can grow (see ExtendableSearch).
+        search = ExtendableSearch(ConcurrencyLimiter(build_searcher(s, space, reference, exp), max_concurrent=concurrent), state_file)
         tuner = tune.Tuner(
             trainable,
             tune_config=tune.TuneConfig(
-                search_alg=build_searcher(s, space, reference, exp),
-                scheduler=scheduler.build_asha(base.max_steps, rung_steps[0] if rung_steps else base.max_steps) if s.scheduler == "asha" else None,
-                num_samples=s.num_samples, max_concurrent_trials=concurrent, time_budget_s=s.time_budget_s or None,
-                reuse_actors=s.reuse_actors,
+                search_alg=search,
+                scheduler=scheduler.build_asha(base.max_steps, rung_steps) if s.scheduler == "asha" and rung_steps else None,
+                num_samples=s.num_samples, time_budget_s=s.time_budget_s or None, reuse_actors=s.reuse_actors,
             ),
             run_config=tune.RunConfig(name=s.name, storage_path=storage.normalize(s.storage), verbose=1,
                                       failure_config=tune.FailureConfig(max_failures=0)),
         )
     tuner.fit()
     return exp
+
+
+def space_json(space: dict) -> dict:
+    return json.loads(json.dumps({k: dataclasses.asdict(v) for k, v in space.items()}))
+
+
+def check_same_sweep(exp: str, saved: dict, s: SweepSettings, base: TrainConfig, space: dict) -> None:
+    """A resume or extension must ask for the sweep that ran: one line naming the first setting that differs."""
+    advice = "resume with the same flags (only --num-samples may grow) or pick a new --name"
+    if s.num_samples < saved["settings"]["num_samples"]:
+        raise UserError(f"{exp} already runs {saved['settings']['num_samples']} trials; --num-samples can only grow, "
+                        f"not shrink to {s.num_samples}")
+    now = {**dataclasses.asdict(s), **{k: v for k, v in base.to_dict().items() if k != "data_dir"}}
+    was = {**saved["settings"], **{k: v for k, v in saved["base"].items() if k != "data_dir"}}
+    for name in now:
+        if name not in CHANGEABLE and name in was and json.loads(json.dumps(now[name])) != was[name]:
+            raise UserError(f"{exp} ran with --{FLAGS.get(name, name.replace('_', '-'))} {was[name]}, not {now[name]}; {advice}")
+    changed = sorted(k for k in set(space_json(space)) | set(saved["space"]) if space_json(space).get(k) != saved["space"].get(k))
+    if changed:
+        raise UserError(f"{exp} ran with another search space ({', '.join(changed)} differ: --bound/--space); {advice}")
+
+
+class _DivergedOneLine(logging.Filter):
+    """Tune logs a failed trial with its traceback; for a divergence (a config's LR too high, not a bug) one line says it all."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if isinstance(record.exc_info, tuple) else None
+        reason = next((l.strip() for l in str(exc).splitlines() if "diverged:" in l), None) if exc else None
+        if reason:
+            record.msg, record.args, record.exc_info, record.exc_text = f"{record.getMessage()}: {reason[reason.index('diverged:'):]}", (), None, None
+        return True
+
+
+def quiet_divergence() -> None:
+    log = logging.getLogger("ray.tune.execution.tune_controller")
+    if not any(isinstance(f, _DivergedOneLine) for f in log.filters):
+        log.addFilter(_DivergedOneLine())
 
 
 def main_command() -> str:

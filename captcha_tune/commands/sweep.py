@@ -1,4 +1,4 @@
-"""captcha-tune sweep: Optuna TPE + ASHA over multi-worker Ray Train trials (resumable)."""
+"""captcha-tune sweep: Optuna (TPE/GP/random) + ASHA over multi-worker Ray Train trials (resumable, extendable)."""
 
 from __future__ import annotations
 
@@ -23,14 +23,16 @@ def register(sub) -> None:
     p.add_argument("--data", default=None, help="dataset folder (default: generate one into the experiment)")
     p.add_argument("--spec", default="easy", choices=["easy", "mixed"], help="spec of generated data")
     p.add_argument("--data-n", type=int, default=None, help="images to generate")
-    p.add_argument("--num-samples", type=int, default=8, help="trials in total (the reference config is the first)")
+    p.add_argument("--num-samples", type=int, default=8, help="trials in total (the reference config is the first); "
+                   "a larger number extends a finished sweep of the same --name")
     p.add_argument("--workers-per-trial", type=int, default=None, help="DDP workers in each trial")
     p.add_argument("--gpus-per-worker", type=float, default=None)
     p.add_argument("--cpus-per-worker", type=float, default=1.0)
     p.add_argument("--max-concurrent", type=int, default=0, help="trials at a time (default: what the cluster fits)")
     p.add_argument("--time-budget", type=float, default=0.0, help="seconds for the whole sweep (0 = none)")
     p.add_argument("--seed", type=int, default=0, help="searcher seed (and of generated labels)")
-    p.add_argument("--searcher", choices=["tpe", "random"], default="tpe")
+    p.add_argument("--searcher", choices=["tpe", "gp", "random"], default="tpe",
+                   help="Optuna sampler: tpe (multivariate TPE), gp (Gaussian process) or random")
     p.add_argument("--scheduler", choices=["asha", "none"], default="asha")
     p.add_argument("--space", default=None, help="JSON/YAML file of range overrides: {peak_lr: {low: 1e-4, high: 1e-2}}")
     p.add_argument("--bound", action="append", default=[], help="range override NAME=LOW:HIGH or NAME=A,B (repeatable)")
