@@ -136,6 +136,9 @@ def _cached(path: Path, make) -> np.ndarray:
 
 def _decode_file(args) -> np.ndarray:
     path, height, width = args
+    import torch
+
+    torch.set_num_threads(1)  # one shard per process: N processes x N torch threads each stalled a 16-core box for minutes
     return images_to_array(read_rows(path, ["image"])["image"], height, width)
 
 

@@ -29,11 +29,13 @@ def autocast(device: torch.device):
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
 
 
-def train_step(model, optimizer, images, targets, cfg, lr: float) -> torch.Tensor:
-    """One optimizer step; returns the loss as a tensor (no host sync here)."""
+def train_step(model, optimizer, images, targets, cfg, lr: float, strength: float | None = None) -> torch.Tensor:
+    """One optimizer step; returns the loss as a tensor (no host sync here).
+
+    strength: augmentation strength of this step (`augment.strength_at`); None = cfg.augment."""
     for group in optimizer.param_groups:
         group["lr"] = lr
-    images = augment(images, cfg.augment)
+    images = augment(images, cfg.augment if strength is None else strength)
     with autocast(images.device):
         logits = model(images)
     loss = compute_loss(logits, targets, cfg)

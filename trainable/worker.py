@@ -17,6 +17,7 @@ from torch.utils.data import DataLoader
 
 from trainable import checkpoint
 from trainable.errors import UserError
+from trainable.augment import strength_at
 from trainable.config import TrainConfig, input_shape
 from trainable.data import dataset_meta, load_split
 from trainable.model import build_model
@@ -77,7 +78,8 @@ def train_fn_per_worker(config: dict) -> str | None:
             loader.sampler.set_epoch(step // steps_per_epoch)
         for images, targets in loader:
             lr = lr_at(step, **cfg.schedule())
-            loss_sum += train_step(model, optimizer, images.to(memory_format=memory_format(device)), targets, cfg, lr)
+            strength = strength_at(step, cfg.augment, cfg.max_steps)
+            loss_sum += train_step(model, optimizer, images.to(memory_format=memory_format(device)), targets, cfg, lr, strength)
             n_loss += 1
             step += 1
             if step == cfg.fail_once_at_step and start_step == 0 and rank == 0:
