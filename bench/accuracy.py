@@ -1,19 +1,52 @@
-"""Accuracy on the held-out bench sets of what the CPU-sized default sweep + retrain produce.
+"""Accuracy on the held-out bench sets of what the CPU-sized default sweeps + retrains produce.
 
-`bench/accuracy.sh` runs the sweep and the retrains; this collects their `summary.json` files:
+`bench/accuracy.sh` runs the sweeps and retrains; this module makes the small-data folder and collects:
 
-    python -m bench.accuracy EXP/retrain/easy EXP/retrain/mixed
+    python -m bench.accuracy pngs --n 1000 --out DIR          # easy captchas as PNG files named by their labels
+    python -m bench.accuracy collect EXP/retrain/easy ...     # retrain summaries -> bench/results/accuracy.json
 
-Writes bench/results/accuracy.json; `python -m bench.run` puts it in summary.md.
+`collect` also tables each sweep's trials by head x augmentation (best validation full match), so the
+figures say what the search found made the model good. `python -m bench.run` puts them in summary.md.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import random
 from pathlib import Path
 
 from bench.common import RESULTS, Row, write_json
+
+
+def write_pngs(n: int, out, seed: int) -> Path:
+    """n 'easy' captchas written as OUT/LABEL.png, like a user's own labelled folder (repeated labels get _k)."""
+    from trainable.data import _render, sample_label
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    rng = random.Random(seed)
+    labels = [sample_label("easy", rng)[0] for _ in range(n)]
+    for k, (label, png) in enumerate(zip(labels, _render(labels))):
+        path = out / f"{label}.png"
+        (path if not path.exists() else out / f"{label}_{k}.png").write_bytes(png)
+    return out
+
+
+def head_augment_table(exp: Path) -> list[dict]:
+    """Best validation full match of a sweep's trials per head and augmentation (off / on)."""
+    from results.experiment import load
+
+    trials, _ = load(exp)
+    if "head" not in trials:
+        return []
+    trials = trials.assign(augmented=trials.get("augment", 0).fillna(0) > 0)
+    rows = []
+    for (head, augmented), g in trials.groupby(["head", "augmented"]):
+        rows.append(dict(head=head, augment="on" if augmented else "off", trials=len(g),
+                         best_val_full_match=float(g["val_full_match"].max()),
+                         worker_seconds=float(g.get("train_seconds", 0).fillna(0).sum() * g.get("world_size", 2).fillna(2).mean())))
+    return rows
 
 
 def collect(run_dirs, out) -> dict:
@@ -25,24 +58,41 @@ def collect(run_dirs, out) -> dict:
         if "test" not in s:
             raise SystemExit(f"{d} was retrained without --test; nothing to collect")
         meta = read_meta(s["config"]["data_dir"])
+        exp = d.parent.parent
         runs[d.name] = dict(spec=meta.get("spec", "?"), train_images=meta["counts"]["train"], steps=s["final_metrics"]["step"],
-                            train_seconds=s["final_metrics"]["train_seconds"], workers=s["workers"],
-                            val_full_match=s["best_metrics"]["val_full_match"], test=s["test"],
-                            test_file=s["test"].get("file", f"synth-{meta.get('spec')}-test.parquet"))
+                            train_seconds=s["final_metrics"]["train_seconds"], workers=s["workers"], head=s["config"]["head"],
+                            augment=s["config"]["augment"], val_full_match=s["best_metrics"]["val_full_match"], test=s["test"],
+                            test_file=s["test"].get("file"), sweep=str(exp), sweep_trials=head_augment_table(exp))
     result = dict(runs=runs)
     write_json(out, "accuracy", result)
     return result
 
 
 def rows(r: dict) -> list[Row]:
-    return [Row("accuracy", f"{x['test_file']}: full match / char acc ({x['spec']}, {x['train_images'] // 1000}k images, {x['steps']} steps, "
-                            f"{x['train_seconds'] / 60:.0f} min training on {x['workers']} workers)",
-                f"{x['test']['full_match']:.3f} / {x['test']['char_acc']:.3f}") for x in r["runs"].values()]
+    out = []
+    for name, x in r["runs"].items():
+        out.append(Row("accuracy", f"{name}: {x['test_file']} full match / char acc ({x['spec']}, {x['train_images']} train images, "
+                                   f"{x.get('head', 'multilabel')} head, augment {x.get('augment', 0):.2f}, {x['steps']} steps, "
+                                   f"{x['train_seconds'] / 60:.0f} min on {x['workers']} workers)",
+                       f"{x['test']['full_match']:.3f} / {x['test']['char_acc']:.3f}"))
+        for t in x.get("sweep_trials", []):
+            out.append(Row("accuracy", f"{name} sweep: best val full match, {t['head']} head, augment {t['augment']} ({t['trials']} trials)",
+                           f"{t['best_val_full_match']:.3f}"))
+    return out
 
 
 if __name__ == "__main__":
     p = argparse.ArgumentParser(prog="python -m bench.accuracy")
-    p.add_argument("runs", nargs="+", help="retrain run folders (EXP/retrain/NAME) holding summary.json")
-    p.add_argument("--out", type=Path, default=RESULTS)
+    sub = p.add_subparsers(dest="verb", required=True)
+    c = sub.add_parser("collect", help="retrain summaries -> accuracy.json")
+    c.add_argument("runs", nargs="+", help="retrain run folders (EXP/retrain/NAME) holding summary.json")
+    c.add_argument("--out", type=Path, default=RESULTS)
+    g = sub.add_parser("pngs", help="easy captchas as PNG files named by their labels")
+    g.add_argument("--n", type=int, default=1000)
+    g.add_argument("--out", required=True)
+    g.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
-    print(json.dumps(collect(args.runs, args.out), indent=2))
+    if args.verb == "pngs":
+        print(f"wrote {len(list(write_pngs(args.n, args.out, args.seed).glob('*.png')))} PNGs to {args.out}")
+    else:
+        print(json.dumps(collect(args.runs, args.out), indent=2))

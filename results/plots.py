@@ -176,13 +176,16 @@ def _study(trials: pd.DataFrame, space: dict):
     study = optuna.create_study(direction="maximize")
     for _, t in finished.iterrows():
         params = {k: (int(t[k]) if isinstance(d, optuna.distributions.IntDistribution) else t[k] if isinstance(d, optuna.distributions.CategoricalDistribution)
-                      else float(t[k])) for k, d in dists.items()}
-        study.add_trial(optuna.trial.create_trial(params=params, distributions=dists, value=float(t[METRIC])))
+                      else float(t[k])) for k, d in dists.items() if k in t and not pd.isna(t[k])}  # NaN: not searched here (focal for ctc)
+        study.add_trial(optuna.trial.create_trial(params=params, distributions={k: dists[k] for k in params}, value=float(t[METRIC])))
     return study
 
 
 def importance(trials: pd.DataFrame, space: dict, out) -> tuple[str, dict]:
     """Optuna fANOVA importances of the searched parameters for best_val_full_match.
+
+    Parameters searched in only some trials (the focal settings, multilabel trials only) are left out
+    once trials without them finished: fANOVA takes the parameters every trial has.
 
     Needs two or more finished (completed or ASHA-stopped) trials with different values and different
     parameters (fANOVA's trees can't split otherwise); without them the PNG says so and the dict is empty.

@@ -6,6 +6,8 @@ import json
 import math
 import os
 
+import pandas as pd
+
 from results.experiment import best_in_hindsight, load, load_sweep
 from trainable import storage
 from trainable.config import TrainConfig
@@ -20,7 +22,7 @@ def best_config(exp, max_steps: int | None = None, patience: int = 5) -> tuple[T
     _, origin = best_in_hindsight(exp)
     trials, _ = load(exp)
     best = trials.set_index("trial_id").loc[origin["trial_id"]]
-    values = {**sweep["base"], **{p: best[p] for p in sweep["space"]}}
+    values = {**sweep["base"], **{p: best[p] for p in sweep["space"] if not pd.isna(best[p])}}  # NaN: not searched in this trial (focal for ctc)
     values = {k: type(sweep["base"][k])(v) for k, v in values.items()}  # numpy scalars -> python
     trial_steps = sweep["base"]["max_steps"]
     steps = max_steps or trial_steps

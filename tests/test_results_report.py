@@ -76,6 +76,19 @@ def test_importance_sums_to_one_over_the_searched_parameters(tmp_path):
     assert all(v >= 0 for v in imp.values())
 
 
+def test_importance_with_heads_leaves_out_the_focal_setting_ctc_trials_lack(tmp_path):
+    """CTC trials have no focal_gamma (NaN in the table): fANOVA ranks head, LR and schedule over every finished trial."""
+    space = {**SPACE, "head": dict(kind="choice", low=0, high=0, choices=["multilabel", "ctc"])}
+    rows = [(tid, dict(params, head="multilabel"), *rest) for tid, params, *rest in TRIALS]
+    rows += [("c1", dict(peak_lr=2e-3, warmup_steps=10, cosine_period=300, head="ctc"), "completed", 500, 0.95),
+             ("c2", dict(peak_lr=5e-4, warmup_steps=60, cosine_period=200, head="ctc"), "completed", 500, 0.90)]
+    trials, _ = tables(rows)
+    assert trials["focal_gamma"].isna().sum() == 2
+    _, imp = plots.importance(trials, space, tmp_path / "importance.png")
+    assert set(imp) == {"peak_lr", "warmup_steps", "cosine_period", "head"}
+    assert sum(imp.values()) == pytest.approx(1.0, abs=1e-6)
+
+
 @pytest.mark.parametrize("rows", [TRIALS[:1] + TRIALS[4:], [TRIALS[0], (*TRIALS[1][:4], TRIALS[0][4])],
                                   [TRIALS[0], ("t1", REFERENCE, *TRIALS[1][2:])]],
                          ids=["one finished", "two finished, same value", "two finished, same parameters"])
