@@ -16,16 +16,11 @@ import pyarrow.fs as pafs
 
 from trainable import storage
 from trainable.errors import UserError
+from trainable.metric import METRIC
 
 HISTORY_COLUMNS = ["step", "lr", "train_loss", "val_full_match", "val_char_acc", "val_loss", "val_score", "train_seconds",
                    "images_per_s", "diverged", "start_step", "node_id", "checkpoint_path", "time_total_s", "timestamp"]
-METRICS = ["val_full_match", "val_char_acc", "val_loss"]
-RANK = "val_score"  # full match, ties broken by char accuracy: what ASHA, TPE and checkpoint keeping rank by
-
-
-def rank_column(history: pd.DataFrame) -> str:
-    """val_score, or val_full_match for experiments made before val_score existed."""
-    return RANK if RANK in history and history[RANK].notna().all() else "val_full_match"
+METRICS = ["val_full_match", "val_char_acc", "val_loss"]  # reported per trial; the best report is chosen by METRIC
 
 
 def load_sweep(exp) -> dict:
@@ -149,7 +144,7 @@ def load(exp) -> tuple[pd.DataFrame, pd.DataFrame]:
         h.insert(0, "trial_id", t.trial_id)
         history.append(h)
         ok = h[h["val_full_match"].notna()] if "val_full_match" in h else h
-        best = ok.loc[ok[rank_column(ok)].idxmax()] if len(ok) else {}
+        best = ok.loc[ok[METRIC].idxmax()] if len(ok) else {}
         last = ok.iloc[-1] if len(ok) else {}
         steps = int(h["step"].max()) if "step" in h and len(h) else 0
         wall = float(h["time_total_s"].max()) if "time_total_s" in h and len(h) else 0.0
@@ -174,13 +169,13 @@ def write_tables(exp, out=None) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 
 def best_in_hindsight(exp) -> tuple[str, dict]:
-    """The best validation full match over all reports of all trials whose checkpoint still exists."""
+    """The best report by METRIC (full match, ties broken by char accuracy) of all trials whose checkpoint still exists."""
     _, history = load(exp)
     h = history[history.get("checkpoint_path").notna()] if "checkpoint_path" in history else history.iloc[0:0]
     h = h[[storage.exists(storage.join(p, "checkpoint.pt")) for p in h["checkpoint_path"]]] if len(h) else h
     if not len(h):
         raise FileNotFoundError(f"{exp} has no checkpoint yet; wait for the first evaluation of a trial")
-    row = h.loc[h[rank_column(h)].idxmax()]
+    row = h.loc[h[METRIC].idxmax()]
     origin = dict(source=str(exp), trial_id=row["trial_id"], step=int(row["step"]), **{m: float(row[m]) for m in METRICS})
     return storage.join(row["checkpoint_path"], "checkpoint.pt"), origin
 

@@ -8,12 +8,13 @@ import math
 from ray.tune.schedulers import AsyncHyperBandScheduler
 from ray.tune.schedulers.async_hyperband import _Bracket
 
+from trainable.metric import METRIC, MODE, WORST  # noqa: F401 (WORST: search/sweep.py reads it from here)
+
 REDUCTION_FACTOR = 2  # keep the top half at each rung: with 3 rungs ~1/8 of the trials run to the end
 NUM_RUNGS = 3  # evenly spaced from the first rung to max_steps (1200 steps: 300, 600, 900)
 FIRST_RUNG = 1 / 4  # of max_steps: before it a CTC head still sits at ~0% (it leaves its all-blank start at ~300-400 of 1200)
 GROUP_BY = ("head",)  # compared only within the same value: a CTC trial starts slower than a multilabel one, then passes it
-METRIC, MODE, TIME_ATTR = "val_score", "max", "step"  # full match, ties broken by char accuracy; time = the workers' step
-WORST = 0.0  # val_score of a trial that diverged or errored, as told to the searcher
+TIME_ATTR = "step"  # ASHA's time: the workers' own step
 
 
 def rungs(max_steps: int, eval_every: int, longest_warmup: int) -> list[int]:

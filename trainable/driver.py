@@ -14,9 +14,8 @@ from ray.train.torch import TorchTrainer
 
 from trainable import storage
 from trainable.config import TrainConfig
+from trainable.metric import METRIC, MODE
 from trainable.worker import DivergedError, train_fn_per_worker
-
-METRIC, MODE = "val_score", "max"  # full match, ties broken by char accuracy (trainable/step.py)
 
 
 @dataclass(frozen=True)
@@ -28,7 +27,7 @@ class RunSettings:
     cpus_per_worker: float = 1.0
     storage: str = "runs"  # local folder or URI holding run folders
     name: str = "train"  # run folder name; the same name resumes
-    keep_checkpoints: int = 2  # best N by val_full_match
+    keep_checkpoints: int = 2  # best N by val_score (trainable/metric.py)
     max_failures: int = 2  # worker-failure restarts from the last checkpoint
 
 

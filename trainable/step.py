@@ -9,6 +9,7 @@ from torch.utils.data import Dataset
 
 from trainable.augment import augment
 from trainable.loss import compute_loss, decode_indices, match_counts
+from trainable.metric import score
 
 
 class CaptchaArrays(Dataset):
@@ -71,9 +72,7 @@ def evaluate(model, images: np.ndarray, targets: np.ndarray, cfg, device, rank: 
     model.train()
     loss_sum, full, chars, n = all_sum(sums).tolist()
     char_acc = chars / (n * targets.shape[1])
-    # val_score ranks runs by full match, ties broken by per-character accuracy (which moves by less than
-    # one full match, 1/n): early in training every run's full match is 0, and a tie is no signal for ASHA/TPE
-    return dict(val_full_match=full / n, val_char_acc=char_acc, val_loss=loss_sum / n, val_score=(full + char_acc * 0.999) / n)
+    return dict(val_full_match=full / n, val_char_acc=char_acc, val_loss=loss_sum / n, val_score=score(full, char_acc, n))
 
 
 def memory_format(device: torch.device):

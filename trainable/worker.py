@@ -20,6 +20,7 @@ from trainable.errors import UserError
 from trainable.augment import strength_at
 from trainable.config import TrainConfig, input_shape
 from trainable.data import dataset_meta, load_split
+from trainable.metric import METRIC, WORST
 from trainable.model import build_model
 from trainable.schedule import lr_at
 from trainable.step import CaptchaArrays, all_sum, evaluate, memory_format, train_step
@@ -59,7 +60,7 @@ def train_fn_per_worker(config: dict) -> str | None:
     optimizer = torch.optim.Adam(bare.parameters(), lr=cfg.peak_lr, amsgrad=True)
 
     # [3] resume: a restarted run (worker failure, Ctrl-C, retrain --resume) continues from its latest checkpoint
-    step, best, evals_since_best, train_seconds = 0, -1.0, 0, 0.0
+    step, best, best_full, evals_since_best, train_seconds = 0, -1.0, -1.0, 0, 0.0  # best: of val_score (METRIC), which patience counts
     restored = ray.train.get_checkpoint()
     if restored:
         with restored.as_directory() as d:
@@ -67,7 +68,8 @@ def train_fn_per_worker(config: dict) -> str | None:
         bare.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         step, m = state["step"], state["metrics"]
-        best, evals_since_best, train_seconds = m["best_val_full_match"], m["evals_since_best"], m["train_seconds"]
+        best_full, evals_since_best, train_seconds = m["best_val_full_match"], m["evals_since_best"], m["train_seconds"]
+        best = m.get("best_val_score", -1.0)  # checkpoints from before patience counted val_score lack it
     start_step = step
 
     # [4] train: step-based, evaluate every eval_every steps and at the end
@@ -92,13 +94,13 @@ def train_fn_per_worker(config: dict) -> str | None:
             interval = time.perf_counter() - t0
             train_seconds += interval
             if not math.isfinite(train_loss):  # report it and end cleanly: retrying a divergence only repeats it
-                ray.train.report(dict(step=step, lr=lr, train_loss=train_loss, val_full_match=0.0, val_score=0.0, diverged=1.0))
+                ray.train.report(dict(step=step, lr=lr, train_loss=train_loss, val_full_match=0.0, val_score=WORST, diverged=1.0))
                 return f"diverged: train loss {train_loss} at step {step} with peak_lr={cfg.peak_lr:g}; lower peak_lr"
             metrics = evaluate(model, val_x, val_y, cfg, device, rank, world)
-            improved = metrics["val_full_match"] > best
-            best = max(best, metrics["val_full_match"])
+            improved = metrics[METRIC] > best
+            best, best_full = max(best, metrics[METRIC]), max(best_full, metrics["val_full_match"])
             evals_since_best = 0 if improved or step <= cfg.warmup_steps else evals_since_best + 1
-            metrics.update(step=step, epoch=step / steps_per_epoch, lr=lr, train_loss=train_loss, best_val_full_match=best,
+            metrics.update(step=step, epoch=step / steps_per_epoch, lr=lr, train_loss=train_loss, best_val_full_match=best_full, best_val_score=best,
                            evals_since_best=evals_since_best, diverged=0.0, start_step=start_step, node_id=ray.get_runtime_context().get_node_id(), train_seconds=train_seconds, world_size=world,
                            images_per_s=n_loss * cfg.batch_size / interval)
             stop = step >= cfg.max_steps or (cfg.patience and evals_since_best >= cfg.patience)
