@@ -1,0 +1,147 @@
+"""Top-k ensemble: the best K trials' best checkpoints as one standalone .pt2 that averages their probabilities.
+
+Members are the K trials of a sweep with the highest best METRIC (trainable/metric.py: val_score, full match
+with ties broken by character accuracy), each at its best checkpoint in hindsight: the ranking
+`results.experiment.best_in_hindsight` uses for the single best. They must share charset and max_len; heads and input sizes may differ, and each
+member's preprocessing (`trainable.preprocess.to_model_input` at its own img_height x img_width) runs
+inside the program, which takes raw uint8 RGB [B, H, W, 3] like a single export.
+
+How the members are averaged (equal weights), in a space every member has:
+- all members ctc with the same number of columns T ("ctc-columns"): the per-column softmax is averaged
+  and greedy-decoded once (collapse repeats, drop blanks). Returns (probabilities [B, T, C], indices).
+- otherwise ("positions"): every member gives per-position probabilities [B, max_len, C], a multilabel
+  member the softmax of its logits at each position (its argmax is its own reading, so a member alone
+  reads as it does exported alone), a ctc member the one-hot of its greedy decoding. The mean and its
+  argmax are returned: (probabilities [B, max_len, C], indices [B, max_len]). A tie goes to the lower
+  symbol index (the pad first).
+
+`captcha_tune.json` says `ensemble: K`, the rule (`combine`), and each member's trial id, checkpoint,
+step, head, input size and validation metrics. `results.predict.load_predictor` reads the file as it
+reads a single export.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from results import experiment
+from results.export import META_FILE, USAGE, export_program, save_program  # noqa: F401 (META_FILE: for readers of this module)
+from trainable import checkpoint, storage
+from trainable.errors import UserError
+from trainable.loss import ctc_greedy
+from trainable.metric import METRIC
+from trainable.preprocess import to_model_input
+
+COMBINE_CTC, COMBINE_POSITIONS = "ctc-columns", "positions"
+
+
+class EnsembleModel(nn.Module):
+    """uint8 RGB [B, H, W, 3] -> (mean probabilities, indices [B, max_len]) of several members (see the module docstring)."""
+
+    def __init__(self, members: list[tuple[nn.Module, int, int]], max_len: int):
+        super().__init__()
+        self.models = nn.ModuleList([m for m, _, _ in members])
+        self.sizes = [(h, w) for _, h, w in members]
+        self.heads = [getattr(m, "head_kind", "multilabel") for m, _, _ in members]
+        self.max_len = max_len
+        columns = {self.columns(m, h, w) for (m, h, w), head in zip(members, self.heads) if head == "ctc"}
+        self.combine = COMBINE_CTC if set(self.heads) == {"ctc"} and len(columns) == 1 else COMBINE_POSITIONS
+
+    @staticmethod
+    @torch.no_grad()
+    def columns(model: nn.Module, height: int, width: int) -> int:
+        return model.eval()(torch.zeros(1, 1, height, width)).shape[1]
+
+    def forward(self, rgb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        inputs, probs = {}, []
+        for model, size, head in zip(self.models, self.sizes, self.heads):
+            if size not in inputs:  # members of one input size share the preprocessing
+                inputs[size] = to_model_input(rgb, *size)
+            logits = model(inputs[size]).float()
+            if head == "ctc" and self.combine == COMBINE_POSITIONS:
+                probs.append(F.one_hot(ctc_greedy(logits, self.max_len), logits.shape[-1]).float())
+            else:
+                probs.append(logits.softmax(-1))
+        mean = torch.stack(probs).mean(0)
+        return mean, (ctc_greedy(mean, self.max_len) if self.combine == COMBINE_CTC else mean.argmax(-1))
+
+
+def ranked_checkpoints(exp) -> list[tuple[str, dict]]:
+    """(checkpoint file, origin) of each finished trial with a checkpoint, at its best report, best trial first.
+
+    Finished: every status but running/pending (a diverged trial's checkpoints from before it diverged count).
+    """
+    trials, history = experiment.load(exp)
+    if not len(trials) or "checkpoint_path" not in history:
+        return []
+    done = set(trials.loc[trials["status"].map(experiment.status_class).ne("running"), "trial_id"])
+    h = history[history["checkpoint_path"].notna() & history["trial_id"].isin(done)]
+    h = h[[storage.exists(storage.join(p, checkpoint.FILE)) for p in h["checkpoint_path"]]] if len(h) else h
+    h = h[h[METRIC].notna()] if len(h) else h
+    if not len(h):
+        return []
+    best = h.loc[h.groupby("trial_id", sort=True)[METRIC].idxmax()].sort_values(METRIC, ascending=False, kind="stable")
+    return [(storage.join(r["checkpoint_path"], checkpoint.FILE),
+             dict(source=str(exp), trial_id=r["trial_id"], step=int(r["step"]), **{m: float(r[m]) for m in experiment.METRICS if m in r},
+                  **{METRIC: float(r[METRIC])}))
+            for _, r in best.iterrows()]
+
+
+def top_checkpoints(exp, k: int) -> list[tuple[str, dict]]:
+    """The best `k` of `ranked_checkpoints`; a one-line UserError when the sweep has fewer."""
+    if k < 1:
+        raise UserError(f"--top-k must be at least 1, got {k}")
+    if not storage.exists(storage.join(storage.normalize(str(exp)), "sweep.json")):
+        raise UserError(f"--top-k needs a sweep experiment (a folder with sweep.json); {exp} is not one")
+    ranked = ranked_checkpoints(exp)
+    if k > len(ranked):
+        raise UserError(f"--top-k {k}: {exp} has {len(ranked)} finished trial{'s' if len(ranked) != 1 else ''} with a checkpoint; "
+                        f"give --top-k {max(1, len(ranked))} or less, or let the sweep run more trials")
+    return ranked[:k]
+
+
+def export_ensemble(members: list[tuple[str, dict]], out, source: str | None = None):
+    """Write one .pt2 at `out` that averages the (checkpoint file, origin) `members` (atomically); returns its path."""
+    if not members:
+        raise UserError("an ensemble needs at least one member")
+    if Path(out).is_dir():  # before the slow part; save_program checks again
+        raise ValueError(f"{out} is a folder; give the file to write, e.g. {Path(out) / 'ensemble.pt2'}")
+    loaded = [(checkpoint.load_model(file), file, origin) for file, origin in members]
+    (_, first), first_file, _ = loaded[0]
+    for (_, state), file, origin in loaded[1:]:
+        for key in ("charset", "max_len"):
+            if state[key] != first[key]:
+                raise UserError(f"ensemble members must share {key}: {origin.get('trial_id') or file} has {state[key]!r}, "
+                                f"{members[0][1].get('trial_id') or first_file} has {first[key]!r}")
+    wrapper = EnsembleModel([(model, s["config"]["img_height"], s["config"]["img_width"]) for (model, s), _, _ in loaded], first["max_len"])
+    ep, input_spec = export_program(wrapper.eval())
+    meta = dict(
+        ensemble=len(members), combine=wrapper.combine, head="ensemble", charset=first["charset"], max_len=first["max_len"],
+        members=[dict(trial_id=origin.get("trial_id"), checkpoint=str(file), step=s["step"], head=s["config"].get("head", "multilabel"),
+                      img_height=s["config"]["img_height"], img_width=s["config"]["img_width"],
+                      **{m: origin.get(m, s["metrics"].get(m)) for m in (*experiment.METRICS, METRIC)})
+                 for (_, s), file, origin in loaded],
+        origin=dict(source=source) if source else {}, input=input_spec, torch=torch.__version__,
+        usage=USAGE.replace("logits, indices", "probabilities, indices", 1),
+    )
+    return save_program(ep, meta, out)
+
+
+def compare_members(predictor, rows) -> dict:
+    """Metrics of an ensemble predictor and of each of its members (read from their checkpoints) on `rows`;
+    gain_* = ensemble minus the best member (by full match, then char accuracy)."""
+    from results.evaluate import evaluate
+    from results.predict import load_predictor
+
+    members = predictor.origin.get("members")
+    if not members:
+        raise UserError("--compare-members needs an ensemble .pt2 (from `captcha-tune export EXP --top-k K`)")
+    ensemble = evaluate(predictor, rows)
+    each = [dict(trial_id=m.get("trial_id"), checkpoint=m["checkpoint"], **evaluate(load_predictor(m["checkpoint"]), rows)) for m in members]
+    best = max(each, key=lambda m: (m["full_match"], m["char_acc"]))
+    return dict(ensemble=ensemble, members=each, best_member=best["trial_id"] or best["checkpoint"],
+                gain_full_match=ensemble["full_match"] - best["full_match"], gain_char_acc=ensemble["char_acc"] - best["char_acc"])

@@ -1,0 +1,224 @@
+"""Top-k ensemble against averaging in Python as reference: `captcha-tune export EXP --top-k 3` picks the sweep's
+best 3 finished trials with a checkpoint (by best val_score; a running trial and a deleted checkpoint are
+skipped) and writes one .pt2 that, in a fresh Python without the project, gives the mean of the members'
+per-position probabilities (multilabel softmax, ctc one-hot of its greedy reading; members of different input
+sizes) and its argmax, on captchas of two sizes; all-ctc members average their per-column softmax and decode
+once; the predictor, evaluate and `evaluate --compare-members` read it (gain = ensemble - best member);
+--top-k larger than the finished trials, and members of different charsets, are one-line errors that write nothing.
+No Ray: checkpoints are built directly and the sweep's tables are served by a stub of results.experiment.load."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import torch.nn.functional as F
+
+from results import ensemble, experiment
+from results.evaluate import evaluate, load_rows
+from results.predict import load_predictor
+from test_export import CFG, CHARSET, MAX_LEN, NO_PROJECT, render, rgbs, write_parquet
+from trainable import checkpoint
+from trainable.charset import encode
+from trainable.errors import UserError
+from trainable.loss import ctc_greedy
+from trainable.model import build_model
+from trainable.preprocess import decode_image, to_model_input
+from trainable.step import train_step
+
+MEMBERS = {  # name -> (config, seed, val_score, status): the ranking the stub sweep reports
+    "ml": (CFG, 0, 0.9, "completed"),
+    "ctc": (CFG.replace(head="ctc", rnn_hidden=32), 1, 0.8, "stopped by ASHA at step 20 (rung 1)"),
+    "ml_big": (CFG.replace(img_height=40, img_width=128), 2, 0.7, "errored: diverged at step 30"),
+    "ctc_late": (CFG.replace(head="ctc", rnn_hidden=32), 3, 0.95, "running"),  # still running: not a member
+}
+STANDALONE = NO_PROJECT + """
+import json
+import numpy as np
+import torch
+from PIL import Image
+
+extra = {"captcha_tune.json": ""}
+model = torch.export.load(sys.argv[1], extra_files=extra).module()
+out = dict(meta=json.loads(extra["captcha_tune.json"]), probs=[], indices=[])
+for path in sys.argv[2:]:
+    rgb = np.asarray(Image.open(path).convert("RGB"))
+    with torch.no_grad():
+        probs, indices = model(torch.from_numpy(rgb.copy())[None])
+    out["probs"].append(probs[0].tolist())
+    out["indices"].append(indices[0].tolist())
+print(json.dumps(out))
+"""
+
+
+@pytest.fixture(scope="module")
+def captchas() -> dict[str, list[tuple[str, bytes]]]:
+    return {"160x60": render(12, 160, 60, seed=0), "200x70": render(4, 200, 70, seed=1)}
+
+
+def train_checkpoint(out: Path, cfg, seed: int, items, charset=CHARSET) -> Path:
+    """A real checkpoint: 15 Adam steps on the captchas, so the members read differently."""
+    torch.manual_seed(seed)
+    model = build_model(cfg, len(charset), MAX_LEN)
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.peak_lr, amsgrad=True)
+    x = to_model_input(torch.from_numpy(np.stack(rgbs(items))), cfg.img_height, cfg.img_width)
+    y = torch.tensor([encode(label, charset, MAX_LEN) for label, _ in items])
+    model.train()
+    for _ in range(15):
+        train_step(model, optimizer, x, y, cfg, cfg.peak_lr)
+    checkpoint.save(out, model, optimizer, 15, cfg, dict(charset=charset, max_len=MAX_LEN), dict(val_full_match=0.0))
+    return out
+
+
+@pytest.fixture(scope="module")
+def ckpts(tmp_path_factory, captchas) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("members")
+    return {name: train_checkpoint(root / name, cfg, seed, captchas["160x60"]) for name, (cfg, seed, _, _) in MEMBERS.items()}
+
+
+def sweep_tables(ckpts, gone: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(trials, history) as results.experiment.load gives them: two reports per trial, the later one the best;
+    trial 'gone' has the best score of all but its checkpoint was deleted."""
+    rows = {name: (ckpts[name], score, status) for name, (_, _, score, status) in MEMBERS.items()}
+    rows["gone"] = (gone, 0.99, "completed")
+    trials, history = [], []
+    for name, (path, score, status) in rows.items():
+        trials.append(dict(trial_id=name, status=status, best_val_full_match=score, worker_seconds=20.0))
+        history += [dict(trial_id=name, step=10, val_full_match=score / 2, val_char_acc=0.5, val_loss=1.0, val_score=score / 2, checkpoint_path=str(path)),
+                    dict(trial_id=name, step=20, val_full_match=score, val_char_acc=0.6, val_loss=0.5, val_score=score, checkpoint_path=str(path))]
+    return pd.DataFrame(trials), pd.DataFrame(history)
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory, ckpts):
+    """A sweep folder (sweep.json) whose tables come from `sweep_tables`, for the module's tests."""
+    exp = tmp_path_factory.mktemp("exp")
+    (exp / "sweep.json").write_text("{}")
+    tables = sweep_tables(ckpts, exp / "gone")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(experiment, "load", lambda _: tables)
+        yield exp
+
+
+@pytest.fixture(scope="module")
+def ens_pt2(sweep, tmp_path_factory) -> Path:
+    from captcha_tune.cli import main
+
+    out = tmp_path_factory.mktemp("export") / "ens.pt2"
+    main(["export", str(sweep), "--top-k", "3", "--out", str(out)])
+    return out
+
+
+def reference(names, ckpts, rgb: torch.Tensor, combine: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """The members' probabilities averaged in Python, by the rule of results/ensemble.py's docstring."""
+    probs = []
+    for name in names:
+        model, state = checkpoint.load_model(ckpts[name])
+        with torch.no_grad():
+            logits = model(to_model_input(rgb, state["config"]["img_height"], state["config"]["img_width"]))
+        if state["config"]["head"] == "ctc" and combine == "positions":
+            probs.append(F.one_hot(ctc_greedy(logits, MAX_LEN), len(CHARSET)).float())
+        else:
+            probs.append(logits.softmax(-1))
+    mean = torch.stack(probs).mean(0)
+    return mean, ctc_greedy(mean, MAX_LEN) if combine == "ctc-columns" else mean.argmax(-1)
+
+
+def test_members_are_the_best_finished_trials_with_a_checkpoint(sweep, ckpts):
+    ranked = ensemble.ranked_checkpoints(sweep)
+    assert [o["trial_id"] for _, o in ranked] == ["ml", "ctc", "ml_big"]
+    assert ranked[0][0] == str(ckpts["ml"] / checkpoint.FILE)
+    assert ranked[0][1]["step"] == 20 and ranked[0][1]["val_score"] == 0.9 and ranked[0][1]["val_full_match"] == 0.9
+    assert [o["trial_id"] for _, o in ensemble.top_checkpoints(sweep, 2)] == ["ml", "ctc"]
+
+
+def test_ensemble_pt2_standalone_equals_python_average(ens_pt2, ckpts, captchas, tmp_path):
+    items = captchas["160x60"][:3] + captchas["200x70"][:2]
+    paths = []
+    for i, (_, png) in enumerate(items):
+        paths.append(tmp_path / f"c{i}.png")
+        paths[-1].write_bytes(png)
+    proc = subprocess.run([sys.executable, "-I", "-c", STANDALONE, str(ens_pt2), *map(str, paths)],
+                          capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    meta = out["meta"]
+    assert meta["ensemble"] == 3 and meta["combine"] == "positions" and meta["input"]["dynamic_size"] is True
+    assert [m["trial_id"] for m in meta["members"]] == ["ml", "ctc", "ml_big"]
+    assert [m["head"] for m in meta["members"]] == ["multilabel", "ctc", "multilabel"]
+    assert meta["members"][2]["img_width"] == 128 and meta["members"][0]["val_score"] == 0.9
+    assert (meta["charset"], meta["max_len"]) == (CHARSET, MAX_LEN)
+
+    for k, (_, png) in enumerate(items):
+        rgb = torch.from_numpy(decode_image(png).copy())[None]
+        probs, indices = reference(["ml", "ctc", "ml_big"], ckpts, rgb, "positions")
+        torch.testing.assert_close(torch.tensor(out["probs"][k]), probs[0], atol=1e-5, rtol=0)
+        assert out["indices"][k] == indices[0].tolist()
+    assert torch.tensor(out["probs"]).sum(-1).allclose(torch.ones(len(items), MAX_LEN))
+
+
+def test_all_ctc_members_average_columns_and_decode_once(ckpts, captchas, tmp_path):
+    members = [(str(ckpts[name] / checkpoint.FILE), dict(trial_id=name)) for name in ("ctc", "ctc_late")]
+    pt2 = ensemble.export_ensemble(members, tmp_path / "ctc.pt2")
+    predictor = load_predictor(pt2)
+    assert predictor.origin["combine"] == "ctc-columns"
+    images = rgbs(captchas["160x60"][:4] + captchas["200x70"][:2])
+    probs, indices = predictor.outputs(images)
+    for k, im in enumerate(images):
+        ref_probs, ref_indices = reference(["ctc", "ctc_late"], ckpts, torch.from_numpy(im.copy())[None], "ctc-columns")
+        assert probs[k].shape == (CFG.img_width // 4, len(CHARSET))
+        torch.testing.assert_close(probs[k], ref_probs[0], atol=1e-5, rtol=0)
+        assert torch.equal(indices[k], ref_indices[0])
+
+
+def test_predictor_evaluate_and_compare_members(ens_pt2, ckpts, captchas, tmp_path, capsys):
+    from captcha_tune.cli import main
+
+    data = write_parquet(tmp_path / "test.parquet", captchas["160x60"][:8] + captchas["200x70"])
+    rows = load_rows(data)
+    predictor = load_predictor(ens_pt2)
+    m = evaluate(predictor, rows)
+    texts = predictor.predict([rgb for _, rgb, _ in rows])
+    assert m["n"] == 12 and m["full_match"] == np.mean([t == label for t, (_, _, label) in zip(texts, rows)])
+
+    c = ensemble.compare_members(predictor, rows)
+    each = [evaluate(load_predictor(ckpts[name]), rows) for name in ("ml", "ctc", "ml_big")]
+    assert [x["full_match"] for x in c["members"]] == [x["full_match"] for x in each]
+    best = max(each, key=lambda x: (x["full_match"], x["char_acc"]))
+    assert c["gain_full_match"] == m["full_match"] - best["full_match"] and c["gain_char_acc"] == m["char_acc"] - best["char_acc"]
+
+    main(["evaluate", str(ens_pt2), "--data", str(data), "--compare-members", "--json"])
+    out = json.loads(capsys.readouterr().out)
+    assert out["gain_full_match"] == c["gain_full_match"] and [x["trial_id"] for x in out["members"]] == ["ml", "ctc", "ml_big"]
+    main(["evaluate", str(ens_pt2), "--data", str(data), "--compare-members"])
+    assert f"ensemble - best member ({c['best_member']}): full match {c['gain_full_match']:+.4f}" in capsys.readouterr().out
+
+    with pytest.raises(UserError, match="needs an ensemble"):
+        ensemble.compare_members(load_predictor(ckpts["ml"]), rows)
+
+
+@pytest.mark.parametrize("k", [4, 0])
+def test_top_k_beyond_the_finished_trials_is_one_line_and_writes_nothing(sweep, tmp_path, capsys, k):
+    from captcha_tune.cli import main
+
+    out = tmp_path / "ens.pt2"
+    with pytest.raises(SystemExit) as e:
+        main(["export", str(sweep), "--top-k", str(k), "--out", str(out)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert e.value.code == 2 and len(err) == 1 and err[0].startswith("error: --top-k")
+    assert ("has 3 finished trials with a checkpoint" in err[0]) if k else ("at least 1" in err[0])
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_members_must_share_charset(ckpts, captchas, tmp_path):
+    other = train_checkpoint(tmp_path / "other", CFG, 0, captchas["160x60"][:4], charset=CHARSET + "abc")
+    members = [(str(ckpts["ml"] / checkpoint.FILE), dict(trial_id="ml")), (str(other / checkpoint.FILE), dict(trial_id="other"))]
+    with pytest.raises(UserError, match="must share charset: other has") as e:
+        ensemble.export_ensemble(members, tmp_path / "ens.pt2")
+    assert "\n" not in str(e.value) and not (tmp_path / "ens.pt2").exists()
