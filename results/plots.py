@@ -215,3 +215,50 @@ def importance(trials: pd.DataFrame, space: dict, out) -> tuple[str, dict]:
     fig.savefig(out, dpi=110)
     plt.close(fig)
     return str(out), imp
+
+
+def cost_table(trials: pd.DataFrame, history: pd.DataFrame) -> pd.DataFrame:
+    """Trials in start order with their worker_seconds, the worker-hours spent by the end of each, and the best
+    val_full_match so far.
+
+    A trial's cost is the trials table's worker_seconds (its wall time, start-up included, x its workers). Start
+    order: the first report's timestamp minus its time_total_s where the history has both, else trial id order
+    (Tune numbers trials as it creates them). Trials that ran at the same time are counted one after another, so
+    x is the compute spent, not the wall time.
+    """
+    t = trials.copy()
+    if len(history) and {"timestamp", "time_total_s"} <= set(history.columns):
+        start = (history["timestamp"] - history["time_total_s"]).groupby(history["trial_id"]).min()
+        t["start"] = t["trial_id"].map(start).fillna(math.inf)
+    else:
+        t["start"] = range(len(t))
+    t = t.sort_values(["start", "trial_id"], kind="stable").reset_index(drop=True)
+    t["cum_worker_hours"] = t["worker_seconds"].fillna(0).cumsum() / 3600
+    t["best_so_far"] = t[METRIC].fillna(-math.inf).cummax().replace(-math.inf, math.nan)
+    return t[["trial_id", "status", "worker_seconds", "cum_worker_hours", METRIC, "best_so_far"]]
+
+
+def cost_curve(trials: pd.DataFrame, history: pd.DataFrame, out) -> str:
+    """Best-so-far val_full_match against cumulative worker-hours (`cost_table`): the sweep's efficiency at a glance."""
+    if not len(trials) or METRIC not in trials or trials[METRIC].notna().sum() == 0:
+        return _message(out, "no trials with validation reports yet")
+    t = cost_table(trials, history)
+    fig, ax = plt.subplots(figsize=(8.5, 4))
+    x, y = [0.0, *t["cum_worker_hours"]], [math.nan, *t["best_so_far"]]
+    ax.step(x, y, where="post", color="black", lw=1.8, label="best so far")
+    classes = t["status"].map(status_class)
+    for cls in [c for c in STATUS_STYLE if c in set(classes)]:
+        g = t[classes == cls]
+        ax.scatter(g["cum_worker_hours"], g[METRIC], s=28, color=STATUS_STYLE[cls]["color"], alpha=0.85, label=cls, zorder=3)
+    first = t.loc[t[METRIC].idxmax()]
+    ax.plot(first["cum_worker_hours"], first[METRIC], marker="*", ms=14, color="gold", mec="black", ls="none", zorder=5,
+            label=f"best: {first['trial_id']} ({first[METRIC]:.3f}) at {first['cum_worker_hours']:.2f} h")
+    top = max(0.05, t[METRIC].max())
+    ax.set(xlabel="cumulative worker-hours (trials in start order)", ylabel="val_full_match", xlim=(0, None), ylim=(-0.04 * top, 1.12 * top),
+           title=f"Best-so-far val_full_match vs compute ({t['cum_worker_hours'].iloc[-1]:.2f} worker-hours in all)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return str(out)

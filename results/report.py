@@ -35,6 +35,25 @@ def _status_lines(trials: pd.DataFrame) -> list[str]:
     return lines + ([""] + errored if errored else [])
 
 
+def with_cost(board: pd.DataFrame, trials: pd.DataFrame) -> pd.DataFrame:
+    """The leaderboard with each trial's worker_seconds after its status."""
+    board = board.copy()
+    board.insert(board.columns.get_loc("status") + 1, "worker_seconds", board["trial_id"].map(trials.set_index("trial_id")["worker_seconds"]))
+    return board
+
+
+def _cost_lines(trials: pd.DataFrame, history: pd.DataFrame) -> list[str]:
+    """Where in the sweep's compute its best result was first reached."""
+    t = plots.cost_table(trials, history)
+    if t[plots.METRIC].notna().sum() == 0:
+        return []
+    first = t.loc[t[plots.METRIC].idxmax()]
+    total = t["cum_worker_hours"].iloc[-1]
+    return [f"The best val_full_match ({first[plots.METRIC]:.4f}, trial `{first['trial_id']}`, trial {first.name + 1} of {len(t)} by start) "
+            f"was reached after {first['cum_worker_hours']:.2f} of {total:.2f} worker-hours ({first['cum_worker_hours'] / total:.0%}); "
+            "trials are counted one after another in start order, each at its wall time x its workers.", ""] if total > 0 else []
+
+
 def write_report(exp, out_dir=None) -> str:
     """Tables, plots and report.md of the sweep at EXP; returns the path of report.md."""
     exp = storage.normalize(exp)
@@ -56,7 +75,8 @@ def write_report(exp, out_dir=None) -> str:
     md += ["## Status", "", *_status_lines(trials),
            "", f"Compute: {trials['worker_seconds'].sum() / 3600:.2f} worker-hours, {trials['gpu_seconds'].sum() / 3600:.2f} GPU-hours.", ""]
 
-    md += ["## Leaderboard (best validation full match)", "", markdown_table(experiment.leaderboard(trials)), ""]
+    md += ["## Leaderboard (best validation full match)", "", markdown_table(with_cost(experiment.leaderboard(trials), trials)), "",
+           "worker_seconds: the trial's wall time (start-up included) x its workers.", ""]
 
     md += ["## Best configuration", ""]
     best = plots.best_trial(trials)
@@ -71,6 +91,8 @@ def write_report(exp, out_dir=None) -> str:
 
     path = plots.learning_curves(history, trials, os.path.join(out, "learning_curves.png"), rungs=rungs)
     md += ["## Learning curves", "", f"![learning curves]({os.path.basename(path)})", ""]
+    path = plots.cost_curve(trials, history, os.path.join(out, "cost.png"))
+    md += ["## Cost: best so far against compute", "", *_cost_lines(trials, history), f"![best so far vs worker-hours]({os.path.basename(path)})", ""]
     path = plots.params_vs_metric(trials, space, os.path.join(out, "params_vs_metric.png"), reference=sweep.get("reference"))
     md += ["## Hyperparameters vs best val_full_match", "",
            "Circle: the reference config; star: the best trial; dashed: the search range.", "",

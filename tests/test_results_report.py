@@ -220,3 +220,30 @@ def test_a_stop_off_the_rungs_is_the_time_budget_not_asha():
     assert status_of(done, 200, 500, [150, 450], eval_every=50) == "stopped at step 200 by the time budget"
     assert status_of(done, 150, 500, [], eval_every=50) == "stopped at step 150 by the time budget"  # no ASHA in this sweep
     assert experiment.status_class("stopped at step 0 by the time budget") == "stopped by the time budget"
+
+
+def test_cost_curve_is_best_so_far_against_cumulative_worker_hours(tmp_path, monkeypatch):
+    """Trials in start order (trial id without timestamps, else first report's timestamp - time_total_s), each
+    costing its worker_seconds; the report plots it and tables worker_seconds per trial."""
+    trials, history = tables()
+    t = plots.cost_table(trials, history)
+    assert list(t["trial_id"]) == ["t0", "t1", "t2", "t3", "t4", "t5"]
+    assert t["cum_worker_hours"].tolist() == pytest.approx([20 * i / 3600 for i in range(1, 7)])
+    assert t["best_so_far"].tolist() == [0.6, 0.85, 0.85, 0.85, 0.85, 0.85]
+
+    trials.loc[trials["trial_id"].eq("t2"), "worker_seconds"] = 3600.0
+    history["time_total_s"] = history["step"] / 10.0
+    history["timestamp"] = history["time_total_s"] + history["trial_id"].map({"t0": 300, "t1": 400, "t2": 100, "t3": 200, "t4": 500})
+    t = plots.cost_table(trials, history)
+    assert list(t["trial_id"]) == ["t2", "t3", "t0", "t1", "t4", "t5"]  # t5 has no report: last
+    assert t["cum_worker_hours"].tolist() == pytest.approx([1 + 20 * i / 3600 for i in range(6)])
+    assert t["best_so_far"].tolist() == [0.05, 0.4, 0.6, 0.85, 0.85, 0.85]
+    assert_png(plots.cost_curve(trials, history, tmp_path / "cost.png"))
+    assert_png(plots.cost_curve(*tables(TRIALS[5:]), tmp_path / "cost_none.png"))
+
+    exp = fake_experiment(tmp_path, monkeypatch)
+    text = open(write_report(exp)).read()
+    assert "](cost.png)" in text and "reached after 0.01 of 0.03 worker-hours (33%)" in text
+    assert_png(exp / "results" / "cost.png")
+    header = next(line for line in text.splitlines() if line.startswith("| trial_id | best_val_full_match"))
+    assert "| status | worker_seconds |" in header and "| t1 | 0.85 | 500 | 500 | completed | 20 |" in text
