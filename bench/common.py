@@ -11,9 +11,13 @@ import json
 import os
 import platform
 import statistics
+import threading
+import time
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
+
+import psutil
 
 HERE = Path(__file__).parent
 RESULTS = HERE / "results"  # committed: JSON, summary.md, PNGs
@@ -107,7 +111,7 @@ def cpu_group(pid: int, title: str) -> str:
 
 class ProcessSampler:
     """Samples this process and its descendants (an embedded Ray's GCS, raylet, actors, workers) every
-    `every` seconds from /proc: per pid its title (Ray sets `ray::ClassName`), CPU seconds, RSS and PSS.
+    `every` seconds with psutil: per pid its title (Ray sets `ray::ClassName`), CPU seconds, RSS and PSS.
 
     Use as a context manager; `.samples` is a list of (time, {pid: (title, cpu_s, rss, pss)}). PSS
     (smaps_rollup, ~2 ms per process) is read on every `pss_every`-th pass only, else it is -1: at
@@ -115,12 +119,9 @@ class ProcessSampler:
     """
 
     def __init__(self, every: float = 0.5, pss_every: int = 0):
-        import threading
-
         self.every, self.pss_every, self.samples = every, pss_every, []
         self._done = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
-        self._tick = os.sysconf("SC_CLK_TCK")
 
     def __enter__(self):
         self._thread.start()
@@ -130,45 +131,22 @@ class ProcessSampler:
         self._done.set()
         self._thread.join()
 
-    def _children(self) -> dict[int, list[int]]:
-        kids = {}
-        for d in os.listdir("/proc"):
-            if d.isdigit():
-                try:
-                    with open(f"/proc/{d}/stat") as f:
-                        ppid = int(f.read().rsplit(")", 1)[1].split()[1])
-                    kids.setdefault(ppid, []).append(int(d))
-                except OSError:
-                    pass
-        return kids
-
-    def _read(self, pid: int, pss: bool = False):
+    @staticmethod
+    def _read(proc: psutil.Process, pss: bool):
         try:
-            with open(f"/proc/{pid}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-            cpu = (int(fields[11]) + int(fields[12])) / self._tick  # utime + stime
-            rss = int(fields[21]) * os.sysconf("SC_PAGE_SIZE")
-            with open(f"/proc/{pid}/cmdline", "rb") as f:
-                title = f.read().split(b"\0")[0].decode(errors="replace")[:60]
-            if not pss:
-                return title, cpu, rss, -1
-            with open(f"/proc/{pid}/smaps_rollup") as f:
-                return title, cpu, rss, next((int(line.split()[1]) * 1024 for line in f if line.startswith("Pss:")), 0)
-        except OSError:
+            with proc.oneshot():
+                cpu, title = proc.cpu_times(), " ".join(proc.cmdline())[:60]
+                mem = proc.memory_full_info() if pss else proc.memory_info()
+            return title, cpu.user + cpu.system, mem.rss, mem.pss if pss else -1
+        except psutil.Error:  # exited (or became a zombie) while being read
             return None
 
     def _run(self):
-        import time
-
+        me = psutil.Process()
         while not self._done.is_set():
-            kids, todo, seen = self._children(), [os.getpid()], {}
             pss = bool(self.pss_every) and len(self.samples) % self.pss_every == 0
-            while todo:
-                pid = todo.pop()
-                if (info := self._read(pid, pss)) is not None:
-                    seen[pid] = info
-                todo += kids.get(pid, [])
-            self.samples.append((time.time(), seen))
+            infos = {p.pid: self._read(p, pss) for p in [me, *me.children(recursive=True)]}
+            self.samples.append((time.time(), {pid: info for pid, info in infos.items() if info is not None}))
             self._done.wait(self.every)
 
     def cpu_seconds(self, start: float, end: float, group=lambda pid, title: title) -> dict[str, float]:
@@ -191,24 +169,3 @@ class ProcessSampler:
             out[key] = out.get(key, 0.0) + used - (first[pid][1] if pid in first else 0.0)
         return out
 
-
-# Ray Train's cluster-only helpers turned off (the preemption watcher, one more process per run, and the
-# Prometheus metrics callbacks): the "lean" A/B arm of bench.overhead and bench.throughput. Not the project's
-# default: the gain was within noise, and the one sweep run that way showed an abort dump at an ASHA stop.
-LEAN_TRAIN_ENV = {"RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0", "RAY_TRAIN_METRICS_ENABLED": "0"}
-
-
-def fresh_ray(lean: bool) -> None:
-    """Restart the embedded Ray, with Ray Train's default helpers or (lean) without its cluster-only ones;
-    the local raylet and every worker inherit this process's environment."""
-    import ray
-
-    from cluster.connect import init_ray
-
-    ray.shutdown()
-    for k, v in LEAN_TRAIN_ENV.items():
-        if lean:
-            os.environ[k] = v
-        else:
-            os.environ.pop(k, None)
-    init_ray()

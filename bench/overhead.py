@@ -1,16 +1,12 @@
 """What a sweep costs beyond training: start-up per trial, time between reports, gaps, memory.
 
 K trials of the cpu preset (2 workers each) run one after another (`--scheduler none`, max_concurrent 1)
-through `search.sweep.run_sweep`, in this process, twice, each in a fresh embedded Ray: first with Ray
-Train's default per-run helpers (the project's default, stored under `train_defaults`), then with its
-cluster-only helpers off (`bench.common.LEAN_TRAIN_ENV`; the top level of the JSON and the plot).
-(Tune's reused trial actors were measured here before: 1.255 against 1.278 wall / training, but reuse
-breaks after an ASHA stop, see SweepSettings.) From Tune's history of each trial:
+through `search.sweep.run_sweep`, in this process, in a fresh embedded Ray. From Tune's history of each trial:
 - time to first report (Tune's `time_total_s` of the first report) and the part of it that was training;
 - the sweep's wall time over the sum of the trials' own training time (last `train_seconds`; goal <= 1.1)
   and over the sum of the trials' wall times (the gaps Tune leaves between trials);
 - the peak memory of all processes of the running sweep (this process and its descendants: GCS, raylet,
-  Tune and Train actors, workers), summed RSS and summed PSS (shared pages counted once), from /proc;
+  Tune and Train actors, workers), summed RSS and summed PSS (shared pages counted once), with psutil;
 - the CPU seconds each kind of process used during the sweep (train workers, other Ray actors, Ray's
   system processes, this driver).
 """
@@ -22,7 +18,7 @@ import shutil
 import time
 from pathlib import Path
 
-from bench.common import CACHE, LEAN_TRAIN_ENV, ProcessSampler, Row, cpu_group, easy_data, fresh_ray, median, pyplot, standalone, write_json
+from bench.common import CACHE, ProcessSampler, Row, cpu_group, easy_data, median, pyplot, standalone, write_json
 
 SIZES = dict(full=dict(trials=3, train=None), quick=dict(trials=2, train=dict(max_steps=20, eval_every=10, warmup_steps=2, cosine_period=20)))
 
@@ -60,7 +56,7 @@ def measure(settings, base, sampler) -> dict:
     trials = trial_times(history)
     sum_train, sum_wall = sum(t["train_s"] for t in trials), sum(t["wall_s"] for t in trials)
     return dict(
-        sweep_wall_s=t2 - t1, sweep_start=t1, trials=trials, reuse_actors=settings.reuse_actors,
+        sweep_wall_s=t2 - t1, sweep_start=t1, trials=trials,
         sum_train_s=sum_train, sum_trial_wall_s=sum_wall, gaps_between_trials_s=[b["start"] - a["end"] for a, b in zip(trials, trials[1:])],
         first_report_s_median=median(t["first_report_s"] for t in trials), startup_s_median=median(t["startup_s"] for t in trials),
         between_reports_s_median=median(t["between_reports_s"] for t in trials),
@@ -73,8 +69,10 @@ def measure(settings, base, sampler) -> dict:
 
 
 def run(out, quick: bool = False) -> dict:
-    """The same sweep twice, each in a fresh Ray: Train's default helpers (the default), then the lean arm."""
+    import ray
+
     from captcha_tune.commands.sweep import PRESETS
+    from cluster.connect import init_ray
     from search.sweep import SweepSettings
     from trainable.config import TrainConfig
 
@@ -83,22 +81,17 @@ def run(out, quick: bool = False) -> dict:
     storage = CACHE / "overhead"
     shutil.rmtree(storage, ignore_errors=True)
     base = TrainConfig(**(size["train"] or PRESETS["cpu"]["train"]))
-    runs, init_s = {}, {}
+    settings = SweepSettings(storage=str(storage), name="overhead", data=data_dir, num_samples=size["trials"],
+                             workers_per_trial=2, max_concurrent=1, searcher="random", scheduler="none")
     with ProcessSampler(every=1.0, pss_every=5) as sampler:
-        for variant in ("train_defaults", "lean"):
-            t0 = time.time()
-            fresh_ray(lean=variant == "lean")  # a fresh Ray per variant (bench.run may have one up already)
-            init_s[variant] = time.time() - t0
-            settings = SweepSettings(storage=str(storage), name=f"overhead-{variant}", data=data_dir, num_samples=size["trials"],
-                                     workers_per_trial=2, max_concurrent=1, searcher="random", scheduler="none")
-            runs[variant] = measure(settings, base, sampler)
-            print(f"overhead, {variant}: wall / training {runs[variant]['wall_over_train']:.3f}, "
-                  f"first report {runs[variant]['first_report_s_median']:.1f} s", flush=True)
-    result = dict(runs["lean"], variant="lean", settings=dict(trials=size["trials"], workers_per_trial=2, max_concurrent=1, train=base.to_dict(), data=data_dir),
-                  ray_init_s=init_s["lean"], lean_env=LEAN_TRAIN_ENV,
-                  train_defaults=dict({k: v for k, v in runs["train_defaults"].items() if k not in ("memory_samples", "cpu_seconds_by_process")},
-                                      ray_init_s=init_s["train_defaults"]),
-                  lean_over_defaults_wall_over_train=runs["lean"]["wall_over_train"] / runs["train_defaults"]["wall_over_train"])
+        t0 = time.time()
+        ray.shutdown()  # a fresh Ray (bench.run may have one up already)
+        init_ray()
+        ray_init_s = time.time() - t0
+        result = measure(settings, base, sampler)
+    result.update(ray_init_s=ray_init_s,
+                  settings=dict(trials=size["trials"], workers_per_trial=2, max_concurrent=1, train=base.to_dict(), data=data_dir))
+    print(f"overhead: wall / training {result['wall_over_train']:.3f}, first report {result['first_report_s_median']:.1f} s", flush=True)
     plot(result, Path(out) / "overhead.png")
     write_json(out, "overhead", result)
     return result
@@ -120,7 +113,7 @@ def plot(r: dict, path: Path) -> None:
     ax.set_yticks(range(len(r["trials"])), [f"trial {i + 1}" for i in range(len(r["trials"]))])
     ax.set_ylim(len(r["trials"]) + 0.4, -0.6)  # a free row at the bottom for the legend
     ax.set_xlabel("seconds since run_sweep was called")
-    ax.set_title(("lean arm (Train's cluster-only helpers off), " if r.get("variant") == "lean" else "") + f"{len(r['trials'])} trials one after another: wall / training = {r['wall_over_train']:.2f} (goal <= 1.1), "
+    ax.set_title(f"{len(r['trials'])} trials one after another: wall / training = {r['wall_over_train']:.2f} (goal <= 1.1), "
                  f"wall / trial walls = {r['wall_over_trial_wall']:.2f}", fontsize=9)
     ax.legend(fontsize=7, loc="lower right", ncol=2)
     ts = [m["t"] for m in r["memory_samples"]]
@@ -143,20 +136,16 @@ def seconds_per_trial(r: dict) -> float:
 
 
 def rows(r: dict) -> list[Row]:
-    d = r.get("train_defaults") or r  # the project's default: Ray Train's own helpers
-    lean = [Row("overhead", "the same in the lean arm (Train's cluster-only helpers off; same run, a Ray of its own)", r["wall_over_train"]),
-            Row("overhead", "sweep wall - training, per trial (s): default / lean arm", f"{seconds_per_trial(d):.1f} / {seconds_per_trial(r):.1f}"),
-            Row("overhead", "trial start -> first report (s): default / lean arm", f"{d['first_report_s_median']:.1f} / {r['first_report_s_median']:.1f}"),
-            Row("overhead", "start-up of a trial: to its first step (s): default / lean arm", f"{d['startup_s_median']:.1f} / {r['startup_s_median']:.1f}")] \
-        if d is not r else [Row("overhead", "trial start -> first report (s)", r["first_report_s_median"]),
-                            Row("overhead", "start-up of a trial: to its first step (s)", r["startup_s_median"])]
+    r = r.get("train_defaults", r)  # an overhead.json from before the lean arm was dropped keeps the default arm here
     return [
-        Row("overhead", "sweep wall / sum of trials' training time", d["wall_over_train"], "<= 1.1", d["wall_over_train"] <= 1.1),
-        *lean,
-        Row("overhead", "sweep wall / sum of trial wall times", d["wall_over_trial_wall"]),
-        Row("overhead", "eval + checkpoint + report per report (s)", d["between_reports_s_median"]),
-        Row("overhead", "share of the sweep's CPU time used by the train workers", d["workers_share_of_cpu"]),
-        Row("overhead", "peak memory of the sweep (lean arm): summed RSS / PSS (GiB)", f"{r['peak_rss_bytes'] / 2**30:.1f} / {r['peak_pss_bytes'] / 2**30:.1f}"),
+        Row("overhead", "sweep wall / sum of trials' training time", r["wall_over_train"], "<= 1.1", r["wall_over_train"] <= 1.1),
+        Row("overhead", "sweep wall - training, per trial (s)", seconds_per_trial(r)),
+        Row("overhead", "trial start -> first report (s)", r["first_report_s_median"]),
+        Row("overhead", "start-up of a trial: to its first step (s)", r["startup_s_median"]),
+        Row("overhead", "sweep wall / sum of trial wall times", r["wall_over_trial_wall"]),
+        Row("overhead", "eval + checkpoint + report per report (s)", r["between_reports_s_median"]),
+        Row("overhead", "share of the sweep's CPU time used by the train workers", r["workers_share_of_cpu"]),
+        Row("overhead", "peak memory of the sweep: summed RSS / PSS (GiB)", f"{r['peak_rss_bytes'] / 2**30:.1f} / {r['peak_pss_bytes'] / 2**30:.1f}"),
     ]
 
 

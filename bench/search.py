@@ -4,8 +4,7 @@ One dataset (easy, generated once into bench/.cache), one budget of wall seconds
 (`SweepSettings.time_budget_s`; trials of 2 workers, so worker-seconds = 2 x trial wall time), arms:
   (a) reference: the original config alone, one trial, max_steps sized to fill the budget;
   (b) random:    random search, every trial to max_steps;
-  (c) tpe_asha:  the sweep's defaults, TPE + ASHA;
-  (e) random_asha (optional): random + ASHA, to split (c)'s gain between TPE and ASHA.
+  (c) tpe_asha:  the sweep's defaults, TPE + ASHA.
 Each arm runs with >= 2 seeds (the sampler's and the trials' weight-init/batch-order seed). The curve
 of an arm is built from its report timestamps: at each report, worker-seconds used so far by all its
 trials (trial start = report timestamp - Tune's time_total_s) against the best val_full_match so far.
@@ -33,7 +32,6 @@ ARMS = {
     "reference": dict(searcher="tpe", scheduler="none", label="(a) reference config alone"),
     "random": dict(searcher="random", scheduler="none", label="(b) random search, no pruning"),
     "tpe_asha": dict(searcher="tpe", scheduler="asha", label="(c) TPE + ASHA (defaults)"),
-    "random_asha": dict(searcher="random", scheduler="asha", label="(e) random + ASHA"),
 }
 WORKERS = 2
 MEANINGFUL = 0.05  # (b)'s final best below this (5% full match): the search found nothing, the share is not judged
@@ -183,7 +181,7 @@ def headline(runs: dict) -> dict:
 
 def plot(r: dict, path: Path) -> None:
     plt = pyplot()
-    colors = dict(reference="#7f7f7f", random="#1f77b4", tpe_asha="#d62728", random_asha="#2ca02c")
+    colors = dict(reference="#7f7f7f", random="#1f77b4", tpe_asha="#d62728")
     runs = r["runs"]
     end = max(x["used_worker_s"] for rs in runs.values() for x in rs.values())
     grid = np.linspace(0, end, 400)

@@ -6,10 +6,8 @@ worker does (evaluation and checkpointing fall between intervals, outside the cl
 is warm-up and is dropped. The bare loop runs in a freshly spawned process, as a Ray worker does; "bare2"
 is two independent bare loops at once, the machine's own 2-core scaling, which bounds what 2 DDP workers
 can reach. Runs alternate (bare, Ray 1, bare2, Ray 2, then the reverse) and medians over the repeats are
-reported. "ray2_lean" is Ray 2 workers in a Ray started with Ray Train's cluster-only helpers off
-(`bench.common.LEAN_TRAIN_ENV`), Ray restarted between the two kinds of arm: an A/B of those helpers.
-The Ray side reads the `images_per_s` the worker reports (global, all workers), and the CPU
-each kind of process used meanwhile (/proc), to show what competes with the workers for the cores.
+reported. The Ray side reads the `images_per_s` the worker reports (global, all workers), and the CPU
+each kind of process used meanwhile (psutil), to show what competes with the workers for the cores.
 """
 
 from __future__ import annotations
@@ -23,7 +21,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
-from bench.common import CACHE, ProcessSampler, Row, cpu_group, easy_data, fresh_ray, median, pyplot, standalone, write_json
+from bench.common import CACHE, ProcessSampler, Row, cpu_group, easy_data, median, pyplot, standalone, write_json
 from trainable.config import TrainConfig, input_shape
 from trainable.data import load_split, read_meta
 from trainable.model import build_model
@@ -31,8 +29,7 @@ from trainable.schedule import lr_at
 from trainable.step import CaptchaArrays, evaluate, memory_format, train_step
 
 PER_WORKER_BATCH = 128
-# bare2: two independent bare loops at once, the machine's own 2-core scaling; ray2_lean: see above
-ARMS = ("bare", "ray1", "bare2", "ray2", "ray2_lean")
+ARMS = ("bare", "ray1", "bare2", "ray2")  # bare2: two independent bare loops at once, the machine's own 2-core scaling
 SIZES = dict(full=dict(eval_every=40, intervals=4, repeats=3), quick=dict(eval_every=4, intervals=2, repeats=1))
 
 
@@ -106,12 +103,14 @@ def ray_run(cfg: TrainConfig, workers: int, storage: Path, name: str) -> dict:
 
 
 def run(out, quick: bool = False) -> dict:
+    from cluster.connect import init_ray
+
     size = SIZES["quick" if quick else "full"]
     data_dir = easy_data(quick)
     storage = CACHE / "throughput"
     shutil.rmtree(storage, ignore_errors=True)
     storage.mkdir(parents=True)
-    lean_up = None  # the Ray running: None (none yet), True (the lean arm's), False (Ray Train's defaults)
+    init_ray()
     runs = {arm: [] for arm in ARMS}
     for k in range(size["repeats"]):
         for arm in ARMS if k % 2 == 0 else reversed(ARMS):
@@ -121,9 +120,6 @@ def run(out, quick: bool = False) -> dict:
                 per_process = bare_processes(cfg, workers)
                 r = dict(per_process=per_process, images_per_s=sum(rate(p) for p in per_process))
             else:
-                if lean_up != (arm == "ray2_lean"):
-                    lean_up = arm == "ray2_lean"
-                    fresh_ray(lean=lean_up)
                 r = ray_run(cfg, workers, storage, f"{arm}-rep{k}")
                 r["images_per_s"] = rate(r["per_interval"])
             runs[arm].append(r)
@@ -134,13 +130,12 @@ def run(out, quick: bool = False) -> dict:
         return median(x["images_per_s"] / y["images_per_s"] for x, y in zip(runs[a], runs[b]))
 
     cpu = {arm: {g: median(r["cpu_s"].get(g, 0.0) / r["window_s"] for r in runs[arm]) for g in
-                 ("train workers", "other Ray actors", "Ray system processes", "driver")} for arm in ("ray1", "ray2", "ray2_lean")}
+                 ("train workers", "other Ray actors", "Ray system processes", "driver")} for arm in ("ray1", "ray2")}
     result = dict(
         settings=dict(size, per_worker_batch=PER_WORKER_BATCH, threads_per_process=1, model=dict(channels=TrainConfig.channels,
                       img_height=TrainConfig.img_height), data=data_dir),
         runs=runs, images_per_s=med, ray1_over_bare=paired("ray1", "bare"), ray2_over_ray1=paired("ray2", "ray1"),
         bare2_over_bare=paired("bare2", "bare"), ray2_over_bare2=paired("ray2", "bare2"),
-        ray2_lean_over_default=paired("ray2_lean", "ray2"),
         cores_busy_during_training=cpu,  # CPU seconds per second of the measured intervals, by kind of process
     )
     plot(result, Path(out) / "throughput.png")
@@ -151,11 +146,9 @@ def run(out, quick: bool = False) -> dict:
 def plot(r: dict, path: Path) -> None:
     plt = pyplot()
     runs = r["runs"]
-    labels = {"bare": "bare loop\n1 process", "ray1": "Ray Train\n1 worker", "bare2": "2 bare loops\nat once (sum)", "ray2": "Ray Train\n2 workers (global)",
-              "ray2_lean": "Ray Train 2 workers,\nlean arm"}
-    colors = {"bare": "#888888", "ray1": "#1f77b4", "bare2": "#bbbbbb", "ray2": "#2ca02c", "ray2_lean": "#98df8a"}
+    labels = {"bare": "bare loop\n1 process", "ray1": "Ray Train\n1 worker", "bare2": "2 bare loops\nat once (sum)", "ray2": "Ray Train\n2 workers (global)"}
+    colors = {"bare": "#888888", "ray1": "#1f77b4", "bare2": "#bbbbbb", "ray2": "#2ca02c"}
     fig, (ax, cpu) = plt.subplots(1, 2, figsize=(10, 4.2), gridspec_kw=dict(width_ratios=[2, 1]))
-    labels = {a: l for a, l in labels.items() if a in runs}
     for i, arm in enumerate(labels):
         values = [x["images_per_s"] for x in runs[arm]]
         ax.bar(i, median(values), color=colors[arm], width=0.6)
@@ -171,15 +164,14 @@ def plot(r: dict, path: Path) -> None:
     ax.legend(fontsize=8, loc="upper left")
     groups = ["train workers", "other Ray actors", "Ray system processes", "driver"]
     gcolors = ["#2ca02c", "#ff7f0e", "#d62728", "#9467bd"]
-    cpu_arms = [a for a in ("ray1", "ray2", "ray2_lean") if a in r["cores_busy_during_training"]]
-    for j, arm in enumerate(cpu_arms):
+    for j, arm in enumerate(("ray1", "ray2")):
         bottom = 0.0
         for g, c in zip(groups, gcolors):
             v = r["cores_busy_during_training"][arm][g]
             cpu.bar(j, v, bottom=bottom, color=c, width=0.6, label=g if j == 0 else None)
             bottom += v
     cpu.axhline(2, color="k", lw=1, ls=":")
-    cpu.set_xticks(range(len(cpu_arms)), ["1 worker", "2 workers", "2, lean\narm"][:len(cpu_arms)], fontsize=8)
+    cpu.set_xticks(range(2), ["1 worker", "2 workers"], fontsize=8)
     cpu.set_ylabel("cores busy while training (CPU-s per s)")
     cpu.set_ylim(0, 2.6)
     cpu.set_title("who uses the 2 cores", fontsize=9)
@@ -199,9 +191,6 @@ def rows(r: dict) -> list[Row]:
         Row("throughput", "cores used by non-worker processes while 2 workers train", sum(v for g, v in others.items() if g != "train workers")),
         Row("throughput", "images/s: bare / Ray 1 worker / 2 bare / Ray 2 workers",
             " / ".join(f"{ips[a]:.0f}" for a in ("bare", "ray1", "bare2", "ray2"))),
-        *([Row("throughput", "Ray 2 workers, lean arm (Train's cluster-only helpers off) / default (images/s, paired); lean arm's non-worker cores",
-               f"{r['ray2_lean_over_default']:.3f}; {sum(v for g, v in r['cores_busy_during_training']['ray2_lean'].items() if g != 'train workers'):.3f}")]
-          if "ray2_lean_over_default" in r else []),
     ]
 
 

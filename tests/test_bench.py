@@ -1,4 +1,6 @@
-"""`python -m bench.run --quick --only data,gpu` runs without Ray and writes numeric JSON and summary.md.
+"""`python -m bench.run --quick --only data,gpu` runs without Ray and writes numeric JSON and summary.md;
+the process sampler of the Ray benchmarks sees a child's title and CPU time; every committed result still
+makes its summary lines.
 
 The Ray benchmarks (throughput, overhead, search) are run by hand: their results are in bench/results/.
 """
@@ -8,6 +10,7 @@ import math
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -33,6 +36,30 @@ def test_quick_data_and_gpu_write_json_and_summary(tmp_path):
 
     summary = (tmp_path / "summary.md").read_text()
     assert "| benchmark | figure | value | goal | met? |" in summary and "| data |" in summary and "| gpu |" in summary
+
+
+def test_process_sampler_sees_a_child_and_its_cpu_time():
+    from bench.common import ProcessSampler
+
+    busy = "import time\nt = time.process_time()\nwhile time.process_time() - t < 0.3: pass\ntime.sleep(0.5)"
+    with ProcessSampler(every=0.1, pss_every=2) as sampler:
+        t0 = time.time()
+        child = subprocess.Popen([sys.executable, "-c", busy])
+        child.wait(timeout=60)
+        time.sleep(0.2)
+    titles = {pid: info[0] for _, procs in sampler.samples for pid, info in procs.items()}
+    assert titles[child.pid].startswith(sys.executable) and any(info[3] > 0 for _, procs in sampler.samples for info in procs.values())
+    used = sampler.cpu_seconds(t0, time.time(), lambda pid, title: "child" if pid == child.pid else "other")
+    assert used["child"] >= 0.2, used
+
+
+def test_committed_results_make_their_summary_lines():
+    from bench import data, gpu, overhead, search, throughput
+    from bench.common import RESULTS, read_json
+
+    for name, module in dict(data=data, throughput=throughput, overhead=overhead, gpu=gpu, search=search).items():
+        rows = module.rows(read_json(RESULTS, name), read_json(RESULTS, "throughput")) if name == "data" else module.rows(read_json(RESULTS, name))
+        assert rows and all(r.benchmark == name for r in rows), name
 
 
 def test_gpu_benchmarks_import_no_ray():
