@@ -1,7 +1,7 @@
 """Where a 2-worker DDP step's time goes: py-spy samples of both Train workers while they train.
 
     pip install --target /tmp/pyspy py-spy
-    flock /tmp/captcha-tune-ray.lock python -m bench.profile_ddp [--py-spy /tmp/pyspy/bin/py-spy]
+    flock /tmp/captcha-tune-ray.lock python -m dev.profile_ddp [--py-spy /tmp/pyspy/bin/py-spy]
 
 Starts `run_training` (2 workers, the throughput benchmark's step), waits for the workers to train, then
 records each worker's training-loop thread with `py-spy record --native --idle` and sorts the samples by the

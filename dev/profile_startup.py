@@ -1,6 +1,6 @@
 """Where a trial's start-up goes: a timeline of every Ray task and actor of one short training run.
 
-    flock /tmp/captcha-tune-ray.lock python -m bench.profile_startup [--workers 2] [--runs 2]
+    flock /tmp/captcha-tune-ray.lock python -m dev.profile_startup [--workers 2] [--runs 2]
 
 Runs `trainable.driver.run_training` (the sweep trials' driver) `--runs` times with a few steps, marks
 when each worker entered `train_fn_per_worker` and when each report reached the controller, then
