@@ -7,7 +7,6 @@ max_steps, so a 1,000-step CPU trial and a 300,000-step GPU trial search the sam
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass
 
 from trainable.config import TrainConfig
@@ -206,7 +205,3 @@ def reference_point(space: dict[str, Param], max_steps: int, base: TrainConfig) 
             value = p.choices[0]
         point[name] = type(getattr(base, name))(value)
     return point
-
-
-def describe(space: dict[str, Param]) -> str:
-    return json.dumps({k: dataclasses.asdict(v) for k, v in space.items()})

@@ -14,20 +14,3 @@ def lr_at(step: int, peak_lr: float, min_lr: float, warmup_steps: int, cosine_pe
     # 3) ... and a warm restart to peak_lr every cosine_period steps after warmup
     return min_lr + 0.5 * (peak_lr - min_lr) * (1.0 + math.cos(math.pi * t / cosine_period))
 
-
-def plot_schedule(out, max_steps: int, curves: dict[str, dict]) -> None:
-    """One PNG with the LR curve of each named setting dict (keys as in lr_at)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    steps = range(0, max_steps + 1, max(1, max_steps // 500))
-    fig, ax = plt.subplots(figsize=(7, 3.5))
-    for name, kw in curves.items():
-        ax.plot(list(steps), [lr_at(s, **kw) for s in steps], label=name)
-    ax.set(xlabel="step", ylabel="learning rate", yscale="log", title="LR schedule")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(out, dpi=110)
-    plt.close(fig)

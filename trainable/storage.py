@@ -68,11 +68,6 @@ def write_text(path, text: str) -> None:
     write_bytes(path, text.encode())
 
 
-def listdir(path) -> list[str]:
-    fs, p = _fs(path)
-    return sorted(i.base_name for i in fs.get_file_info(pafs.FileSelector(p, allow_not_found=True)))
-
-
 def local_copy(path, dest_root) -> str:
     """A local folder holding `path`'s files: `path` itself when local, else a downloaded copy."""
     if not is_uri(path):
