@@ -34,9 +34,9 @@ from trainable.step import train_step
 
 MEMBERS = {  # name -> (config, seed, val_score, status): the ranking the stub sweep reports
     "ml": (CFG, 0, 0.9, "completed"),
-    "ctc": (CFG.replace(head="ctc", rnn_hidden=32), 1, 0.8, "stopped by ASHA at step 20 (rung 1)"),
+    "ctc": (CFG.replace(head="ctc", seq_hidden=32), 1, 0.8, "stopped by ASHA at step 20 (rung 1)"),
     "ml_big": (CFG.replace(img_height=40, img_width=128), 2, 0.7, "errored: diverged at step 30"),
-    "ctc_late": (CFG.replace(head="ctc", rnn_hidden=32), 3, 0.95, "running"),  # still running: not a member
+    "ctc_late": (CFG.replace(head="ctc", seq_hidden=32), 3, 0.95, "running"),  # still running: not a member
 }
 STANDALONE = NO_PROJECT + """
 import json

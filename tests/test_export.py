@@ -183,7 +183,7 @@ def test_ctc_export_agrees_with_checkpoint(captchas, tmp_path):
     """A CRNN checkpoint exports with its greedy CTC decoding inside the program, and reads alike standalone."""
     from trainable.loss import ctc_greedy
 
-    cfg = CFG.replace(head="ctc", rnn_hidden=32)
+    cfg = CFG.replace(head="ctc", seq_hidden=32)
     torch.manual_seed(0)
     model = build_model(cfg, len(CHARSET), MAX_LEN)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.peak_lr, amsgrad=True)
@@ -221,7 +221,7 @@ def test_ctc_export_agrees_with_checkpoint(captchas, tmp_path):
 def test_checkpoint_from_before_heads_still_loads_and_exports(ckpt_dir, tmp_path, captchas):
     """Checkpoints written before head/depth/block/augment existed hold none of those keys: they are the multilabel CNN."""
     state = torch.load(ckpt_dir / checkpoint.FILE, weights_only=True)
-    for key in ("head", "depth", "block", "rnn_hidden", "augment"):
+    for key in ("head", "depth", "block", "sequence", "seq_hidden", "augment"):
         state["config"].pop(key)
     (tmp_path / "old").mkdir()
     torch.save(state, tmp_path / "old" / checkpoint.FILE)

@@ -99,9 +99,9 @@ def test_both_heads_give_max_len_indices_and_train():
     torch.manual_seed(0)
     x, y = torch.randint(0, 256, (8, 1, 32, 96)).float(), torch.randint(1, 37, (8, 4))
     y[0, 2:] = 0  # a shorter label
-    for head in ("multilabel", "ctc"):
+    for head, sequence in (("multilabel", "conv"), ("ctc", "conv"), ("ctc", "gru")):
         for block in ("plain", "residual"):
-            cfg = TrainConfig(head=head, block=block, img_width=96, channels=8, depth=4)
+            cfg = TrainConfig(head=head, block=block, sequence=sequence, img_width=96, channels=8, depth=4, seq_hidden=32)
             m = build_model(cfg, 37, 4)
             opt = torch.optim.Adam(m.parameters(), lr=3e-3)
             first = None
@@ -113,7 +113,8 @@ def test_both_heads_give_max_len_indices_and_train():
                 opt.step()
             assert loss.item() < first * 0.7, (head, block)
             assert decode_indices(m.eval()(x), head, 4).shape == (8, 4)
-    assert CaptchaCRNN(37, 4, 32, 96, channels=8)(x).shape == (8, 24, 37)  # one column per 4 pixels
+    for sequence in ("conv", "gru"):
+        assert CaptchaCRNN(37, 4, 32, 96, channels=8, sequence=sequence)(x).shape == (8, 24, 37)  # one column per 4 pixels
 
 
 def test_augmentation_keeps_shapes_and_strength_0_is_identity():

@@ -53,7 +53,7 @@ def test_ctc_head_trains_in_ddp_and_agrees_with_its_export(easy_data, tmp_path):
     from results.evaluate import evaluate as evaluate_predictor, load_rows
     from results.predict import load_predictor
 
-    settings = {**TINY, "head": "ctc", "augment": 0.5, "rnn_hidden": 32}
+    settings = {**TINY, "head": "ctc", "augment": 0.5, "seq_hidden": 32}
     cli("train", "--data-dir", easy_data, "--workers", 2, "--storage", tmp_path, "--name", "ctc", *flags(settings))
     summary = json.loads((tmp_path / "ctc" / "summary.json").read_text())
     assert summary["final_metrics"]["world_size"] == 2 and summary["final_metrics"]["step"] == TINY["max_steps"]

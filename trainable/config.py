@@ -25,7 +25,8 @@ class TrainConfig:
     channels: int = setting(16, "width of the first conv block; later blocks double up to 4x")
     depth: int = setting(4, "conv blocks, each halving the height (the first two also halve the width)")
     block: str = setting("plain", "'plain' (conv-bn-relu) or 'residual' (two convs with a skip connection) conv blocks")
-    rnn_hidden: int = setting(128, "hidden size of each direction of the ctc head's GRU")
+    sequence: str = setting("conv", "the ctc head's layer over the image columns: 'conv' (two 1-D convolutions) or 'gru' (bidirectional GRU)")
+    seq_hidden: int = setting(256, "width of the ctc head's sequence layer")
     augment: float = setting(0.0, "training-time augmentation strength (affine, perspective, blur, noise); 0 = off, 1 = strong")
     # --- loss
     loss: str = setting("focal", "'focal' (sigmoid focal loss, the original) or 'ce' (per-position softmax)")
@@ -52,6 +53,8 @@ class TrainConfig:
             problems.append(f"loss must be 'focal' or 'ce', not {self.loss!r}")
         if self.head not in HEADS:
             problems.append(f"head must be one of {HEADS}, not {self.head!r}")
+        if self.sequence not in SEQUENCES:
+            problems.append(f"sequence must be one of {SEQUENCES}, not {self.sequence!r}")
         if self.block not in BLOCKS:
             problems.append(f"block must be one of {BLOCKS}, not {self.block!r}")
         if not 0 <= self.augment <= 2:
@@ -62,7 +65,7 @@ class TrainConfig:
             problems.append(f"img_height {self.img_height} is too small for depth {self.depth} (each block halves it): use img_height >= {2 ** self.depth} or a smaller depth")
         if self.img_width < 0:
             problems.append(f"img_width must be >= 0 (0 = from the data), got {self.img_width}")
-        for name in ("img_height", "channels", "rnn_hidden", "batch_size", "max_steps", "eval_every", "cosine_period"):
+        for name in ("img_height", "channels", "seq_hidden", "batch_size", "max_steps", "eval_every", "cosine_period"):
             if getattr(self, name) <= 0:
                 problems.append(f"{name} must be > 0, got {getattr(self, name)}")
         if self.warmup_steps < 0 or self.patience < 0 or self.focal_gamma < 0 or self.focal_pos_weight <= 0:
@@ -105,6 +108,7 @@ class TrainConfig:
 
 HEADS = ("multilabel", "ctc")
 BLOCKS = ("plain", "residual")
+SEQUENCES = ("conv", "gru")
 AUTO_WIDTH_MULTIPLE = 8  # an input width taken from the data is rounded to this (two 2x poolings + slack)
 
 
@@ -134,7 +138,7 @@ def input_shape(cfg: TrainConfig, meta: dict) -> TrainConfig:
 # A run that shows learning on 2 CPU cores in a few minutes (smoke mode of every command).
 SMOKE = dict(max_steps=600, warmup_steps=60, cosine_period=600, eval_every=100)
 # The larger model for GPUs.
-GPU_MODEL = dict(channels=48, img_height=64, rnn_hidden=256)
+GPU_MODEL = dict(channels=48, img_height=64, seq_hidden=384)
 
 
 def add_arguments(parser, cls=TrainConfig, skip=()) -> None:
