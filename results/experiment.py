@@ -9,7 +9,6 @@ import json
 import math
 import os
 import re
-from collections import Counter
 
 import pandas as pd
 import pyarrow.fs as pafs

@@ -17,7 +17,7 @@ import pandas as pd  # noqa: E402
 from results.experiment import FINISHED, status_class  # noqa: E402
 from trainable.schedule import lr_at  # noqa: E402
 
-METRIC = "best_val_full_match"
+SHOWN = "best_val_full_match"  # what the plots show; trials are ranked by trainable.metric.METRIC
 STATUS_STYLE = {  # status class -> line/marker style
     "completed": dict(color="tab:green", lw=1.8, alpha=0.9),
     "stopped by ASHA": dict(color="tab:orange", lw=1.2, alpha=0.8, zorder=3),  # above the completed lines they share
@@ -29,8 +29,8 @@ STATUS_STYLE = {  # status class -> line/marker style
 
 def best_trial(trials: pd.DataFrame):
     """The row with the highest best_val_full_match, or None before any report."""
-    done = trials[trials[METRIC].notna()] if METRIC in trials else trials.iloc[0:0]
-    return done.loc[done[METRIC].idxmax()] if len(done) else None
+    done = trials[trials[SHOWN].notna()] if SHOWN in trials else trials.iloc[0:0]
+    return done.loc[done[SHOWN].idxmax()] if len(done) else None
 
 
 def _message(out, text: str) -> str:
@@ -63,8 +63,8 @@ def learning_curves(history: pd.DataFrame, trials: pd.DataFrame, out, rungs=()) 
             ax.plot(d["step"], d["val_full_match"], marker="v", ms=8, color="black", ls="none", zorder=4, label="diverged report")
     best = best_trial(trials)
     if best is not None:
-        ax.plot(best["best_step"], best[METRIC], marker="*", ms=14, color="gold", mec="black", ls="none", zorder=5,
-                label=f"best: {best['trial_id']} ({best[METRIC]:.3f})")
+        ax.plot(best["best_step"], best[SHOWN], marker="*", ms=14, color="gold", mec="black", ls="none", zorder=5,
+                label=f"best: {best['trial_id']} ({best[SHOWN]:.3f})")
     for i, r in enumerate(rungs, 1):
         ax.axvline(r, color="black", ls=":", lw=1)
         ax.annotate(f"rung {i}", (r, 1), xycoords=("data", "axes fraction"), xytext=(3, -12), textcoords="offset points", fontsize=8)
@@ -93,11 +93,11 @@ def _matches(row, point: dict) -> bool:
 
 def params_vs_metric(trials: pd.DataFrame, space: dict, out, reference: dict | None = None) -> str:
     """One panel per searched parameter: its value vs best_val_full_match, over the whole search range."""
-    done = trials[trials[METRIC].notna()] if len(trials) and METRIC in trials else trials.iloc[0:0]
+    done = trials[trials[SHOWN].notna()] if len(trials) and SHOWN in trials else trials.iloc[0:0]
     if not len(done) or not space:
         return _message(out, "no trials with validation reports yet")
     best = best_trial(done)
-    top = max(0.05, done[METRIC].max())
+    top = max(0.05, done[SHOWN].max())
     ref = next((r for _, r in done.iterrows() if reference and _matches(r, reference)), None)
     ncols = min(3, len(space))
     nrows = math.ceil(len(space) / ncols)
@@ -122,10 +122,10 @@ def params_vs_metric(trials: pd.DataFrame, space: dict, out, reference: dict | N
         classes = done["status"].map(status_class)
         for cls in [c for c in STATUS_STYLE if c in set(classes)]:
             g = done[classes == cls]
-            ax.scatter([to_x(v) for v in g[name]], g[METRIC], s=28, color=STATUS_STYLE[cls]["color"], alpha=0.8, label=cls)
+            ax.scatter([to_x(v) for v in g[name]], g[SHOWN], s=28, color=STATUS_STYLE[cls]["color"], alpha=0.8, label=cls)
         if ref is not None:
-            ax.scatter([to_x(ref[name])], [ref[METRIC]], s=140, facecolors="none", edgecolors="black", lw=1.5, label="reference")
-        ax.scatter([to_x(best[name])], [best[METRIC]], s=200, marker="*", color="gold", edgecolors="black", zorder=5, label="best")
+            ax.scatter([to_x(ref[name])], [ref[SHOWN]], s=140, facecolors="none", edgecolors="black", lw=1.5, label="reference")
+        ax.scatter([to_x(best[name])], [best[SHOWN]], s=200, marker="*", color="gold", edgecolors="black", zorder=5, label="best")
         ax.set(xlabel=name + (" (log)" if p["kind"] == "log" else ""), ylabel="best val_full_match", ylim=(-0.04 * top, 1.12 * top))
         ax.grid(alpha=0.3)
     handles, labels = axes.flat[0].get_legend_handles_labels()
@@ -145,7 +145,7 @@ def params_vs_metric(trials: pd.DataFrame, space: dict, out, reference: dict | N
 
 def lr_schedules(trials: pd.DataFrame, base: dict, out, top: int = 5) -> str:
     """The LR schedule (trainable.schedule.lr_at) of the `top` best trials over the base max_steps."""
-    done = trials[trials[METRIC].notna()].sort_values(METRIC, ascending=False).head(top) if len(trials) and METRIC in trials else []
+    done = trials[trials[SHOWN].notna()].sort_values(SHOWN, ascending=False).head(top) if len(trials) and SHOWN in trials else []
     if not len(done):
         return _message(out, "no trials with validation reports yet")
     max_steps = int(base["max_steps"])
@@ -155,7 +155,7 @@ def lr_schedules(trials: pd.DataFrame, base: dict, out, top: int = 5) -> str:
         kw = {k: t[k] if k in t and pd.notna(t[k]) else base[k] for k in ("peak_lr", "warmup_steps", "cosine_period")}
         kw = dict(peak_lr=float(kw["peak_lr"]), min_lr=float(base["min_lr"]), warmup_steps=int(kw["warmup_steps"]), cosine_period=int(kw["cosine_period"]))
         ax.plot(list(steps), [lr_at(s, **kw) for s in steps], lw=2.2 if i == 0 else 1.2,
-                label=f"{t['trial_id']}: {t[METRIC]:.3f} ({status_class(t['status'])})")
+                label=f"{t['trial_id']}: {t[SHOWN]:.3f} ({status_class(t['status'])})")
     ax.set(xlabel="step", ylabel="learning rate", yscale="log", title=f"LR schedules of the top {len(done)} trials (label: best val_full_match)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))
@@ -172,12 +172,12 @@ def _study(trials: pd.DataFrame, space: dict):
     from search.space import Param, to_optuna
 
     dists = to_optuna({k: Param(p["kind"], p.get("low", 0.0), p.get("high", 0.0), tuple(p.get("choices") or ())) for k, p in space.items()})
-    finished = trials[trials["status"].map(status_class).isin(FINISHED) & trials[METRIC].notna()]
+    finished = trials[trials["status"].map(status_class).isin(FINISHED) & trials[SHOWN].notna()]
     study = optuna.create_study(direction="maximize")
     for _, t in finished.iterrows():
         params = {k: (int(t[k]) if isinstance(d, optuna.distributions.IntDistribution) else t[k] if isinstance(d, optuna.distributions.CategoricalDistribution)
                       else float(t[k])) for k, d in dists.items() if k in t and not pd.isna(t[k])}  # NaN: not searched here (focal for ctc)
-        study.add_trial(optuna.trial.create_trial(params=params, distributions={k: dists[k] for k in params}, value=float(t[METRIC])))
+        study.add_trial(optuna.trial.create_trial(params=params, distributions={k: dists[k] for k in params}, value=float(t[SHOWN])))
     return study
 
 
@@ -234,13 +234,13 @@ def cost_table(trials: pd.DataFrame, history: pd.DataFrame) -> pd.DataFrame:
         t["start"] = range(len(t))
     t = t.sort_values(["start", "trial_id"], kind="stable").reset_index(drop=True)
     t["cum_worker_hours"] = t["worker_seconds"].fillna(0).cumsum() / 3600
-    t["best_so_far"] = t[METRIC].fillna(-math.inf).cummax().replace(-math.inf, math.nan)
-    return t[["trial_id", "status", "worker_seconds", "cum_worker_hours", METRIC, "best_so_far"]]
+    t["best_so_far"] = t[SHOWN].fillna(-math.inf).cummax().replace(-math.inf, math.nan)
+    return t[["trial_id", "status", "worker_seconds", "cum_worker_hours", SHOWN, "best_so_far"]]
 
 
 def cost_curve(trials: pd.DataFrame, history: pd.DataFrame, out) -> str:
     """Best-so-far val_full_match against cumulative worker-hours (`cost_table`): the sweep's efficiency at a glance."""
-    if not len(trials) or METRIC not in trials or trials[METRIC].notna().sum() == 0:
+    if not len(trials) or SHOWN not in trials or trials[SHOWN].notna().sum() == 0:
         return _message(out, "no trials with validation reports yet")
     t = cost_table(trials, history)
     fig, ax = plt.subplots(figsize=(8.5, 4))
@@ -249,11 +249,11 @@ def cost_curve(trials: pd.DataFrame, history: pd.DataFrame, out) -> str:
     classes = t["status"].map(status_class)
     for cls in [c for c in STATUS_STYLE if c in set(classes)]:
         g = t[classes == cls]
-        ax.scatter(g["cum_worker_hours"], g[METRIC], s=28, color=STATUS_STYLE[cls]["color"], alpha=0.85, label=cls, zorder=3)
-    first = t.loc[t[METRIC].idxmax()]
-    ax.plot(first["cum_worker_hours"], first[METRIC], marker="*", ms=14, color="gold", mec="black", ls="none", zorder=5,
-            label=f"best: {first['trial_id']} ({first[METRIC]:.3f}) at {first['cum_worker_hours']:.2f} h")
-    top = max(0.05, t[METRIC].max())
+        ax.scatter(g["cum_worker_hours"], g[SHOWN], s=28, color=STATUS_STYLE[cls]["color"], alpha=0.85, label=cls, zorder=3)
+    first = t.loc[t[SHOWN].idxmax()]
+    ax.plot(first["cum_worker_hours"], first[SHOWN], marker="*", ms=14, color="gold", mec="black", ls="none", zorder=5,
+            label=f"best: {first['trial_id']} ({first[SHOWN]:.3f}) at {first['cum_worker_hours']:.2f} h")
+    top = max(0.05, t[SHOWN].max())
     ax.set(xlabel="cumulative worker-hours (trials in start order)", ylabel="val_full_match", xlim=(0, None), ylim=(-0.04 * top, 1.12 * top),
            title=f"Best-so-far val_full_match vs compute ({t['cum_worker_hours'].iloc[-1]:.2f} worker-hours in all)")
     ax.grid(alpha=0.3)

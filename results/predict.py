@@ -15,7 +15,7 @@ import torch
 from results.export import META_FILE, RawImageModel, describe
 from trainable.charset import decode
 from trainable.importer import IMAGE_EXTS
-from trainable.preprocess import decode_image, to_model_input
+from trainable.preprocess import decode_image
 from trainable.storage import is_uri
 
 BATCH = 256  # images per forward pass

@@ -45,11 +45,11 @@ def with_cost(board: pd.DataFrame, trials: pd.DataFrame) -> pd.DataFrame:
 def _cost_lines(trials: pd.DataFrame, history: pd.DataFrame) -> list[str]:
     """Where in the sweep's compute its best result was first reached."""
     t = plots.cost_table(trials, history)
-    if t[plots.METRIC].notna().sum() == 0:
+    if t[plots.SHOWN].notna().sum() == 0:
         return []
-    first = t.loc[t[plots.METRIC].idxmax()]
+    first = t.loc[t[plots.SHOWN].idxmax()]
     total = t["cum_worker_hours"].iloc[-1]
-    return [f"The best val_full_match ({first[plots.METRIC]:.4f}, trial `{first['trial_id']}`, trial {first.name + 1} of {len(t)} by start) "
+    return [f"The best val_full_match ({first[plots.SHOWN]:.4f}, trial `{first['trial_id']}`, trial {first.name + 1} of {len(t)} by start) "
             f"was reached after {first['cum_worker_hours']:.2f} of {total:.2f} worker-hours ({first['cum_worker_hours'] / total:.0%}); "
             "trials are counted one after another in start order, each at its wall time x its workers.", ""] if total > 0 else []
 

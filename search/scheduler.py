@@ -8,7 +8,7 @@ import math
 from ray.tune.schedulers import AsyncHyperBandScheduler
 from ray.tune.schedulers.async_hyperband import _Bracket
 
-from trainable.metric import METRIC, MODE, WORST  # noqa: F401 (WORST: search/sweep.py reads it from here)
+from trainable.metric import METRIC, MODE
 
 REDUCTION_FACTOR = 2  # keep the top half at each rung: with 3 rungs ~1/8 of the trials run to the end
 NUM_RUNGS = 3  # evenly spaced from the first rung to max_steps (1200 steps: 300, 600, 900)

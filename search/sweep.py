@@ -18,6 +18,7 @@ from search import scheduler
 from search.space import DefineByRun, check_values, materialize, parse_space, reference_point
 from trainable import storage
 from trainable.config import TrainConfig
+from trainable.metric import METRIC, MODE, WORST
 from trainable.errors import UserError
 
 STATE = "sweep.json"  # everything a later command needs to know about the sweep
@@ -67,7 +68,7 @@ class LearningOptunaSearch(OptunaSearch):
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False):
         last = {**self.__dict__.setdefault("_last", {}).pop(trial_id, {}), **(result or {})}
         if error or last.get("diverged"):
-            result, error = {**last, scheduler.METRIC: scheduler.WORST}, False
+            result, error = {**last, METRIC: WORST}, False
         super().on_trial_complete(trial_id, result, error)
 
 
@@ -98,7 +99,7 @@ def build_searcher(s: SweepSettings, space: dict, reference: dict, exp: str):
     # The live study goes next to the experiment (optuna-dashboard sqlite:///EXP/optuna.db) when it is local.
     url = s.optuna_storage or (None if storage.is_uri(exp) else f"sqlite:///{exp}/optuna.db")
     db = optuna.storages.RDBStorage(url) if url else None  # None: in memory (an s3:// experiment without --optuna-storage)
-    return LearningOptunaSearch(DefineByRun(space), metric=scheduler.METRIC, mode=scheduler.MODE, points_to_evaluate=[reference],
+    return LearningOptunaSearch(DefineByRun(space), metric=METRIC, mode=MODE, points_to_evaluate=[reference],
                                 sampler=sampler, study_name=f"captcha-tune-{s.name}", storage=db)
 
 

@@ -7,7 +7,6 @@ predicted texts and the CLI prints them as JSON."""
 
 from __future__ import annotations
 
-import io
 import json
 import random
 import string
@@ -21,7 +20,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
-from PIL import Image
 
 import results.export
 from results.evaluate import evaluate, load_rows

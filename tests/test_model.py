@@ -1,7 +1,6 @@
 """The maths against references: focal loss vs BCE, CTC vs F.ctc_loss, greedy decoding, the LR schedule's key points,
 labels, model shapes, augmentation, input shapes from the data and the settings that cannot work."""
 
-import math
 
 import pytest
 import torch

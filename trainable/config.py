@@ -42,7 +42,7 @@ class TrainConfig:
     grad_clip: float = setting(1.0, "gradient-norm clipping threshold")
     # --- evaluation and stopping
     eval_every: int = setting(2000, "steps between validation passes (each one reports and checkpoints)")
-    patience: int = setting(0, "stop after this many evaluations past warmup without a better val_full_match (0 = never)")
+    patience: int = setting(0, "stop after this many evaluations past warmup without a better val_score (0 = never)")
     seed: int = setting(0, "seed of weights init and batch order")
     # --- for tests only
     fail_once_at_step: int = setting(0, "test fault injection: rank 0 dies once at this step on a fresh start (0 = off)")

@@ -7,7 +7,6 @@ import math
 import os
 import tempfile
 import time
-from pathlib import Path
 
 import ray
 import ray.train

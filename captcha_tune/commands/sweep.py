@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 
 from trainable.config import GPU_MODEL, add_arguments, from_arguments
 
