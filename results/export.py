@@ -91,25 +91,12 @@ def export_model(checkpoint_file, out, origin: dict | None = None) -> Path:
     cfg = state["config"]
     ep, input_spec = export_program(RawImageModel(model, cfg["img_height"], cfg["img_width"], state["max_len"]).eval())
     meta = dict(describe(state, origin), input=input_spec, checkpoint=str(checkpoint_file))
-
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
-    try:
-        with open(fd, "wb") as f:
-            torch.export.save(ep, f, extra_files={META_FILE: json.dumps(meta, indent=2, default=str)})
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it owner-only
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return out
+    return save_program(ep, meta, out)
 
 
 def save_program(ep: torch.export.ExportedProgram, meta: dict, out) -> Path:
-    """Write a program and its captcha_tune.json as `out` (atomically: a failure leaves nothing); for programs built
-    elsewhere (results/ensemble.py), with the same checks and file mode as `export_model`."""
+    """Write a program and its captcha_tune.json as `out` (atomically: a failure leaves nothing), readable by all
+    as a plain file would be; the single export and the ensemble (results/ensemble.py) both end here."""
     out = Path(out)
     if out.is_dir():
         raise ValueError(f"{out} is a folder; give the file to write, e.g. {out / 'model.pt2'}")

@@ -157,6 +157,11 @@ def lr_schedules(trials: pd.DataFrame, base: dict, out, top: int = 5) -> str:
         ax.plot(list(steps), [lr_at(s, **kw) for s in steps], lw=2.2 if i == 0 else 1.2,
                 label=f"{t['trial_id']}: {t[SHOWN]:.3f} ({status_class(t['status'])})")
     ax.set(xlabel="step", ylabel="learning rate", yscale="log", title=f"LR schedules of the top {len(done)} trials (label: best val_full_match)")
+    return _finish(fig, ax, out)
+
+
+def _finish(fig, ax, out) -> str:
+    """Grid, the legend outside on the right, then the PNG at `out`."""
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))
     fig.tight_layout()
@@ -256,9 +261,4 @@ def cost_curve(trials: pd.DataFrame, history: pd.DataFrame, out) -> str:
     top = max(0.05, t[SHOWN].max())
     ax.set(xlabel="cumulative worker-hours (trials in start order)", ylabel="val_full_match", xlim=(0, None), ylim=(-0.04 * top, 1.12 * top),
            title=f"Best-so-far val_full_match vs compute ({t['cum_worker_hours'].iloc[-1]:.2f} worker-hours in all)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))
-    fig.tight_layout()
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return str(out)
+    return _finish(fig, ax, out)
