@@ -249,7 +249,8 @@ def print_summary(exp) -> pd.DataFrame:
         best = done.loc[done["best_val_full_match"].idxmax()]
         print(f"best trial {best['trial_id']}: val_full_match {best['best_val_full_match']:.4f} at step {best['best_step']}")
         for name in sweep["space"]:
-            print(f"  {name} = {best[name]}")
+            if name in best and not pd.isna(best[name]):  # NaN: not searched in this trial (focal settings of a ctc trial)
+                print(f"  {name} = {best[name]:.4g}" if isinstance(best[name], float) else f"  {name} = {best[name]}")
     for w in edge_warnings(trials, sweep["space"], max_steps=sweep["base"].get("max_steps")):
         print(w)
     try:
