@@ -16,6 +16,12 @@ from trainable.driver import RunSettings, run_training
 STEP_PARAMS = ("warmup_steps", "cosine_period")
 
 
+def whole_cycles(steps: int, warmup: int, period: int) -> int:
+    """The run length nearest `steps` that ends where a cosine cycle does, at the LR floor: a run cut just after a
+    warm restart ends at the peak LR, with the score in its dip."""
+    return warmup + max(1, round((steps - warmup) / period)) * period
+
+
 def best_config(exp, max_steps: int | None = None, patience: int = 5) -> tuple[TrainConfig, dict]:
     """The best trial's config; step-valued settings scale with max_steps as the search space did."""
     sweep = load_sweep(exp)
@@ -28,6 +34,7 @@ def best_config(exp, max_steps: int | None = None, patience: int = 5) -> tuple[T
     steps = max_steps or trial_steps
     for p in STEP_PARAMS:
         values[p] = max(1 if p == "cosine_period" else 0, round(values[p] * steps / trial_steps))
+    steps = whole_cycles(steps, values["warmup_steps"], values["cosine_period"])
     if patience:  # a warm restart sets the LR back to its peak and the score dips for a while: wait out a whole cycle
         patience = max(patience, math.ceil(values["cosine_period"] / values["eval_every"]))
     return TrainConfig.from_dict({**values, "max_steps": steps, "patience": patience}), origin
