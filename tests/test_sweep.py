@@ -79,7 +79,9 @@ def test_impossible_request_fails_fast_with_what_exists(easy_data, tmp_path):
 
 
 def test_bad_bounds_rejected_before_ray(tmp_path):
-    for bound, msg in [("peak_lr=1e-2:1e-4", "min"), ("warmup_steps=-0.1:0.1", ">= 0"), ("nosuch=1:2", "unknown search parameter")]:
+    for bound, msg in [("peak_lr=1e-2:1e-4", "min"), ("warmup_steps=-0.1:0.1", ">= 0"), ("nosuch=1:2", "unknown search parameter"),
+                       ("loss=focal,xx", "loss='xx' can't be trained: loss must be 'focal' or 'ce'"),
+                       ("head=ctc,rnn", "head='rnn' can't be trained"), ("augment=-1:0.5", ">= 0")]:
         proc = cli("sweep", "--storage", tmp_path, "--bound", bound, check=False, timeout=60)
         assert proc.returncode == 2 and msg in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
     assert not os.path.exists(tmp_path / "sweep"), "nothing written for a rejected sweep"
