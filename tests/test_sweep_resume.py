@@ -1,5 +1,5 @@
-"""Ctrl-C leaves a resumable sweep: SIGINT the driver after its first finished trial, re-run the same
-command, and no finished trial is lost or rerun while the total is what was asked.
+"""Ctrl-C, or a killed driver (SIGKILL, as a reboot would), leaves a resumable sweep: signal the driver after its
+first finished trial, re-run the same command, and no finished trial is lost or rerun while the total is what was asked.
 
 Drivers run as subprocesses (each with its own embedded Ray), one at a time."""
 
@@ -10,11 +10,14 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from conftest import TINY
 from results.experiment import load
 
 
-def test_sigint_then_resume(easy_data, tmp_path):
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL], ids=["sigint", "sigkill"])
+def test_interrupt_then_resume(easy_data, tmp_path, sig):
     flags = [x for k, v in TINY.items() for x in (f"--{k.replace('_', '-')}", str(v))]
     cmd = [sys.executable, "-m", "captcha_tune", "sweep", "--storage", str(tmp_path), "--name", "r", "--data", easy_data,
            "--num-samples", "3", "--scheduler", "none", *flags]
@@ -25,7 +28,7 @@ def test_sigint_then_resume(easy_data, tmp_path):
         assert proc.poll() is None and time.time() < deadline, "first trial never finished"
         time.sleep(1)
     finished = {p: os.path.getmtime(p) for p in glob.glob(str(exp / "train" / "*" / "summary.json"))}
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(sig)
     proc.wait(timeout=120)
     before, _ = load(exp)
     assert (before["status"] != "completed").any() or len(before) < 3, "interrupted before the sweep ended"
