@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from ray.tune.search import ConcurrencyLimiter, SearchGenerator
 from ray.tune.search.optuna import OptunaSearch
 
-from search import scheduler
+from search import scheduler, warm_start
 from search.space import DefineByRun, check_values, materialize, parse_space, reference_point
 from trainable import storage
 from trainable.config import TrainConfig
@@ -41,6 +41,7 @@ class SweepSettings:
     searcher: str = "tpe"  # 'tpe', 'gp' (Gaussian process) or 'random' (benchmarks)
     scheduler: str = "asha"  # 'asha' or 'none' (benchmarks)
     optuna_storage: str | None = None  # an Optuna RDB URL (e.g. postgresql://...); default: EXP/optuna.db when local
+    warm_start: str | None = None  # an earlier experiment whose finished trials seed a new sweep's study (search/warm_start.py)
     # Off: Tune can reuse a trial's actor only when its function has returned, and an ASHA-stopped trial's function
     # is still inside TorchTrainer.fit(); Tune then marks the *next* trial errored. (On saves ~2 s a trial.)
     reuse_actors: bool = False
@@ -52,8 +53,9 @@ def experiment_path(s: SweepSettings) -> str:
 
 SEARCHERS = ("tpe", "gp", "random")
 # Settings a sweep can't change once it ran: trials made with others would not be comparable. Only num_samples
-# may grow (extend a sweep); where it runs (storage, name) and how many trials at a time may change.
-CHANGEABLE = ("storage", "name", "num_samples", "max_concurrent")
+# may grow (extend a sweep); where it runs (storage, name) and how many trials at a time may change. A warm start
+# seeds a new sweep only: a resume keeps the study it has (and sweep.json the --warm-start it started with).
+CHANGEABLE = ("storage", "name", "num_samples", "max_concurrent", "warm_start")
 FLAGS = {"time_budget_s": "time-budget"}  # setting -> its flag, where the names differ
 
 
@@ -97,10 +99,10 @@ def build_searcher(s: SweepSettings, space: dict, reference: dict, exp: str):
         # group=True: the focal settings exist only in multilabel trials, and grouped TPE models each subspace apart
         sampler = optuna.samplers.TPESampler(seed=s.seed, multivariate=True, group=True, n_startup_trials=max(3, s.num_samples // 4))
     # The live study goes next to the experiment (optuna-dashboard sqlite:///EXP/optuna.db) when it is local.
-    url = s.optuna_storage or (None if storage.is_uri(exp) else f"sqlite:///{exp}/optuna.db")
+    url = warm_start.study_url(exp, s.optuna_storage)
     db = optuna.storages.RDBStorage(url) if url else None  # None: in memory (an s3:// experiment without --optuna-storage)
     return LearningOptunaSearch(DefineByRun(space), metric=METRIC, mode=MODE, points_to_evaluate=[reference],
-                                sampler=sampler, study_name=f"captcha-tune-{s.name}", storage=db)
+                                sampler=sampler, study_name=warm_start.study_name(s.name), storage=db)
 
 
 def prepare_data(s: SweepSettings, exp: str) -> str:
@@ -134,7 +136,8 @@ def run_sweep(s: SweepSettings, base: TrainConfig, space_overrides: dict | None 
 
     if s.searcher not in SEARCHERS:  # before Ray starts
         raise UserError(f"unknown searcher {s.searcher!r}; use one of {', '.join(SEARCHERS)}")
-    space = materialize(parse_space(space_overrides), base.max_steps)  # bad bounds fail before Ray starts
+    fractions = parse_space(space_overrides)
+    space = materialize(fractions, base.max_steps)  # bad bounds fail before Ray starts
     check_values(space, base)  # ... and so do values no trial could train with
     exp = experiment_path(s)
     check_storage(exp)  # from the driver, before anything reads it: unreachable storage is one line, not a traceback
@@ -147,8 +150,17 @@ def run_sweep(s: SweepSettings, base: TrainConfig, space_overrides: dict | None 
             print(f"extending {exp} from {saved['settings']['num_samples']} to {s.num_samples} trials", flush=True)
             saved["settings"]["num_samples"] = s.num_samples
             storage.write_text(state_file, json.dumps(saved, indent=2))
+        if s.warm_start and s.warm_start != saved["settings"].get("warm_start"):
+            print(f"--warm-start {s.warm_start} ignored: it seeds a new sweep, and {exp} continues with its own history", flush=True)
         s = SweepSettings(**{**saved["settings"], "max_concurrent": s.max_concurrent})
         base = TrainConfig.from_dict(saved["base"])
+    elif s.warm_start:  # before Ray starts: a missing or unreadable EXP is one line; then seed before the first trial
+        url = warm_start.study_url(exp, s.optuna_storage)
+        if url is None:
+            raise UserError("--warm-start needs --optuna-storage or a local --storage: an s3:// sweep without one keeps its study in memory")
+        seeds = warm_start.map_trials(warm_start.read_earlier(s.warm_start), fractions, base.max_steps)
+        added = warm_start.seed_study(url, warm_start.study_name(s.name), seeds, fractions, base.max_steps)
+        print(seeds.message(already=not added), flush=True)
     base = base.replace(data_dir=prepare_data(s, exp))
     longest_warmup = int(space["warmup_steps"].high) if "warmup_steps" in space else base.warmup_steps
     rung_steps = scheduler.rungs(base.max_steps, base.eval_every, longest_warmup)

@@ -36,6 +36,8 @@ def register(sub) -> None:
     p.add_argument("--space", default=None, help="JSON/YAML file of range overrides: {peak_lr: {low: 1e-4, high: 1e-2}}")
     p.add_argument("--bound", action="append", default=[], help="range override NAME=LOW:HIGH or NAME=A,B (repeatable)")
     p.add_argument("--optuna-storage", default=None, help="Optuna RDB URL for the live study (default: EXP/optuna.db for local storage)")
+    p.add_argument("--warm-start", default=None, metavar="EXP",
+                   help="seed a new sweep's searcher with the finished trials of an earlier experiment STORAGE/NAME")
     p.add_argument("--resume", action="store_true", help="resume an interrupted sweep (re-running the same command does too)")
     add_arguments(p, skip=("data_dir", "seed", "fail_once_at_step"))
     p.set_defaults(func=run)
@@ -57,6 +59,7 @@ def run(args) -> None:
         gpus_per_worker=preset["gpus"] if args.gpus_per_worker is None else args.gpus_per_worker,
         cpus_per_worker=args.cpus_per_worker, max_concurrent=args.max_concurrent, time_budget_s=args.time_budget,
         seed=args.seed, searcher=args.searcher, scheduler=args.scheduler, optuna_storage=args.optuna_storage,
+        warm_start=args.warm_start,
     )
     if args.resume and not storage.exists(storage.join(experiment_path(s), "sweep.json")):
         raise FileNotFoundError(f"nothing to resume at {experiment_path(s)}; check --storage and --name")
