@@ -35,8 +35,29 @@ def init_ray(num_cpus: int | None = None, address: str | None = None) -> None:
     if address:
         ray.init(address=address, **kwargs)
     else:
-        # address="local": always a fresh embedded Ray, never a stray `ray start` cluster on this machine
-        ray.init(address="local", num_cpus=num_cpus, include_dashboard=True, **kwargs)
+        # address="local": always a fresh embedded Ray, never a stray `ray start` cluster on this machine.
+        # Its GCS port is chosen here, so every process of this Ray can be told which Ray is its own: Ray Train's
+        # placement-group cleaner finds "its" cluster through the State API, which, with two Rays on one machine
+        # (a sweep and a `train` side by side), fails with "Found multiple active Ray instances" unless RAY_ADDRESS
+        # names one. Raylet and workers inherit this process's environment.
+        own = f"{ray.util.get_node_ip_address()}:{free_port()}"
+        saved = {k: os.environ.get(k) for k in ("RAY_GCS_SERVER_PORT", "RAY_ADDRESS")}
+        os.environ.update(RAY_GCS_SERVER_PORT=own.rsplit(":", 1)[1], RAY_ADDRESS=own)
+        kwargs["runtime_env"] = {"env_vars": {**TRAIN_ENV, "RAY_ADDRESS": own}}
+        try:
+            ray.init(address="local", num_cpus=num_cpus, include_dashboard=True, **kwargs)
+        finally:  # this process may start another Ray later (tests do): it must not take this one's address for it
+            for k, v in saved.items():
+                os.environ.pop(k) if v is None else os.environ.update({k: v})
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on now (the OS picks it)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("", 0))
+        return s.getsockname()[1]
 
 
 def node_resources() -> list[dict]:
