@@ -44,8 +44,8 @@ def head_augment_table(exp: Path) -> list[dict]:
     rows = []
     for (head, augmented), g in trials.groupby(["head", "augmented"]):
         rows.append(dict(head=head, augment="on" if augmented else "off", trials=len(g),
-                         best_val_full_match=float(g["val_full_match"].max()),
-                         worker_seconds=float(g.get("train_seconds", 0).fillna(0).sum() * g.get("world_size", 2).fillna(2).mean())))
+                         best_val_full_match=float(g["best_val_full_match"].max()),
+                         worker_seconds=float(g["worker_seconds"].fillna(0).sum()) if "worker_seconds" in g else None))
     return rows
 
 
