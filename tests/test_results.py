@@ -35,8 +35,11 @@ def test_results_tables_plots_report(exp, tmp_path):
     assert (trials["status"] == "completed").any()
     # one history row per report: every trial reported every eval_every steps up to where it ran
     assert history.groupby("trial_id").size().to_dict() == (trials.set_index("trial_id")["steps_run"] // TINY["eval_every"]).to_dict()
-    for c in ("peak_lr", "warmup_steps", "cosine_period", "focal_gamma", "focal_pos_weight", "best_val_full_match", "worker_seconds"):
+    for c in ("peak_lr", "warmup_steps", "cosine_period", "head", "augment", "best_val_full_match", "worker_seconds"):
         assert trials[c].notna().all(), c
+    multilabel = trials["head"] == "multilabel"  # the focal settings are searched in multilabel trials only
+    for c in ("focal_gamma", "focal_pos_weight"):
+        assert trials.loc[multilabel, c].notna().all() and trials.loc[~multilabel, c].isna().all(), c
     pngs = glob.glob(str(exp / "results" / "*.png"))
     assert len(pngs) >= 4 and all(os.path.getsize(p) > 5000 for p in pngs)
     report = (exp / "results" / "report.md").read_text()
