@@ -77,6 +77,9 @@ def test_retrain_resumes_after_sigint_and_is_at_least_as_good(exp, easy_data, tm
     cli("retrain", exp, "--max-steps", steps, "--patience", 0, "--test", os.path.join(easy_data, "val-00000.parquet"))
     summary = json.loads((exp / "retrain" / "retrain" / "summary.json").read_text())
     assert summary["final_metrics"]["start_step"] > 0, "resumed from its checkpoint, not from zero"
-    assert summary["final_metrics"]["step"] == steps
+    from results.retrain import whole_cycles
+
+    cfg = summary["config"]  # the asked length, snapped to whole cosine cycles
+    assert summary["final_metrics"]["step"] == cfg["max_steps"] == whole_cycles(steps, cfg["warmup_steps"], cfg["cosine_period"])
     assert summary["best_metrics"]["val_full_match"] >= summary["sweep_best"]["val_full_match"]
     assert os.path.exists(summary["model"]) and 0 <= summary["test"]["full_match"] <= 1
