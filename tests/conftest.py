@@ -30,3 +30,12 @@ def cli(*args, timeout=600, env=None, check=True):
     if check and proc.returncode != 0:
         raise AssertionError(f"captcha-tune {' '.join(map(str, args))} exited {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
     return proc
+
+
+def png_files(items, folder) -> list:
+    """Write (label, PNG bytes) items as folder/c0.png, c1.png, ...; returns the paths."""
+    paths = []
+    for i, (_, png) in enumerate(items):
+        paths.append(folder / f"c{i}.png")
+        paths[-1].write_bytes(png)
+    return paths

@@ -20,6 +20,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from conftest import png_files
 from results import ensemble, experiment
 from results.evaluate import evaluate, load_rows
 from results.predict import load_predictor
@@ -140,10 +141,7 @@ def test_members_are_the_best_finished_trials_with_a_checkpoint(sweep, ckpts):
 
 def test_ensemble_pt2_standalone_equals_python_average(ens_pt2, ckpts, captchas, tmp_path):
     items = captchas["160x60"][:3] + captchas["200x70"][:2]
-    paths = []
-    for i, (_, png) in enumerate(items):
-        paths.append(tmp_path / f"c{i}.png")
-        paths[-1].write_bytes(png)
+    paths = png_files(items, tmp_path)
     proc = subprocess.run([sys.executable, "-I", "-c", STANDALONE, str(ens_pt2), *map(str, paths)],
                           capture_output=True, text=True, cwd=tmp_path, timeout=300)
     assert proc.returncode == 0, proc.stderr

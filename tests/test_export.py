@@ -22,6 +22,7 @@ import pytest
 import torch
 
 import results.export
+from conftest import png_files
 from results.evaluate import evaluate, load_rows
 from results.export import export_model
 from results.predict import answer, load_predictor, read_images
@@ -153,10 +154,7 @@ def test_predictors_agree_on_mixed_sizes(pt2, ckpt_dir, captchas):
 # ---------------------------------------------------------------- (b) standalone: torch and PIL only
 def test_pt2_reads_captchas_without_the_project(pt2, ckpt_dir, captchas, tmp_path):
     items = captchas["160x60"][:4] + captchas["200x70"][:2]
-    paths = []
-    for i, (_, png) in enumerate(items):
-        paths.append(tmp_path / f"c{i}.png")
-        paths[-1].write_bytes(png)
+    paths = png_files(items, tmp_path)
     reference = load_predictor(ckpt_dir)
     expected = reference.predict(rgbs(items))
 
@@ -206,10 +204,7 @@ def test_ctc_export_agrees_with_checkpoint(captchas, tmp_path):
     assert json.loads(extra["captcha_tune.json"])["head"] == "ctc"
 
     items = captchas["160x60"][:3]
-    paths = []
-    for i, (_, png) in enumerate(items):
-        paths.append(tmp_path / f"c{i}.png")
-        paths[-1].write_bytes(png)
+    paths = png_files(items, tmp_path)
     proc = subprocess.run([sys.executable, "-I", "-c", STANDALONE, str(pt2), *map(str, paths)],
                           capture_output=True, text=True, cwd=tmp_path, timeout=120)
     assert proc.returncode == 0, proc.stderr
