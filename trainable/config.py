@@ -21,7 +21,7 @@ class TrainConfig:
     img_height: int = setting(32, "model input height in pixels (images are resized to it)")
     img_width: int = setting(0, "model input width in pixels; 0 = the data's own aspect at img_height (see input_shape)")
     # --- model
-    head: str = setting("multilabel", "'multilabel' (MAX_LEN x CHARSET logits, the original) or 'ctc' (CRNN: conv columns -> BiGRU -> CTC)")
+    head: str = setting("multilabel", "'multilabel' (MAX_LEN x CHARSET logits, the original) or 'ctc' (CRNN: conv columns -> sequence layer -> CTC)")
     channels: int = setting(16, "width of the first conv block; later blocks double up to 4x")
     depth: int = setting(4, "conv blocks, each halving the height (the first two also halve the width)")
     block: str = setting("plain", "'plain' (conv-bn-relu) or 'residual' (two convs with a skip connection) conv blocks")
@@ -123,16 +123,14 @@ def input_shape(cfg: TrainConfig, meta: dict) -> TrainConfig:
     Imported sets come as 200x50, 152x42, ...: squeezing them into a fixed box distorts the glyphs.
     A CTC head also gets at least the width its longest label needs.
     """
-    if cfg.img_width:
-        cfg.check_fits(meta["max_len"])
-        return cfg
-    w, h = meta.get("image_size") or (160, 60)
-    width = max(AUTO_WIDTH_MULTIPLE, round(cfg.img_height * w / h / AUTO_WIDTH_MULTIPLE) * AUTO_WIDTH_MULTIPLE)
-    if cfg.head == "ctc":
-        width = max(width, 4 * ctc_min_columns(meta["max_len"]))
-    out = cfg.replace(img_width=width)
-    out.check_fits(meta["max_len"])
-    return out
+    if not cfg.img_width:
+        w, h = meta.get("image_size") or (160, 60)
+        width = max(AUTO_WIDTH_MULTIPLE, round(cfg.img_height * w / h / AUTO_WIDTH_MULTIPLE) * AUTO_WIDTH_MULTIPLE)
+        if cfg.head == "ctc":
+            width = max(width, 4 * ctc_min_columns(meta["max_len"]))
+        cfg = cfg.replace(img_width=width)
+    cfg.check_fits(meta["max_len"])
+    return cfg
 
 
 # A run that shows learning on 2 CPU cores in a few minutes (smoke mode of every command).
