@@ -10,6 +10,7 @@ No Ray: checkpoints are built directly and the sweep's tables are served by a st
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -18,7 +19,6 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-import torch.nn.functional as F
 
 from conftest import png_files
 from results import ensemble, experiment
@@ -28,19 +28,19 @@ from test_export import CFG, CHARSET, MAX_LEN, NO_PROJECT, render, rgbs, write_p
 from trainable import checkpoint
 from trainable.charset import encode
 from trainable.errors import UserError
-from trainable.loss import ctc_greedy
 from trainable.model import build_model
 from trainable.preprocess import decode_image, to_model_input
 from trainable.step import train_step
 
 MEMBERS = {  # name -> (config, seed, val_score, status): the ranking the stub sweep reports
     "ml": (CFG, 0, 0.9, "completed"),
-    "ctc": (CFG.replace(head="ctc", seq_hidden=32), 1, 0.8, "stopped by ASHA at step 20 (rung 1)"),
-    "ml_big": (CFG.replace(img_height=40, img_width=128), 2, 0.7, "errored: diverged at step 30"),
+    "ctc": (CFG.replace(head="ctc", seq_hidden=32), 1, 0.8, "asha"),
+    "ml_big": (CFG.replace(img_height=40, img_width=128), 2, 0.7, "diverged"),
     "ctc_late": (CFG.replace(head="ctc", seq_hidden=32), 3, 0.95, "running"),  # still running: not a member
 }
 STANDALONE = NO_PROJECT + """
 import json
+import math
 import numpy as np
 import torch
 from PIL import Image
@@ -116,19 +116,23 @@ def ens_pt2(sweep, tmp_path_factory) -> Path:
     return out
 
 
-def reference(names, ckpts, rgb: torch.Tensor, combine: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """The members' probabilities averaged in Python, by the rule of results/ensemble.py's docstring."""
-    probs = []
+def reference(names, ckpts, rgb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ensemble's reading computed in Python, by the rule of results/ensemble.py's docstring."""
+    readings = []
     for name in names:
         model, state = checkpoint.load_model(ckpts[name])
         with torch.no_grad():
-            logits = model(to_model_input(rgb, state["config"]["img_height"], state["config"]["img_width"]))
-        if state["config"]["head"] == "ctc" and combine == "positions":
-            probs.append(F.one_hot(ctc_greedy(logits, MAX_LEN), len(CHARSET)).float())
+            logits = model(to_model_input(rgb, state["config"]["img_height"], state["config"]["img_width"]))[0]
+        if state["config"]["head"] == "ctc":
+            path = logits.argmax(-1).tolist()
+            symbols = [c for t, c in enumerate(path) if c != 0 and (t == 0 or c != path[t - 1])][:MAX_LEN]
+            indices = symbols + [0] * (MAX_LEN - len(symbols))
         else:
-            probs.append(logits.softmax(-1))
-    mean = torch.stack(probs).mean(0)
-    return mean, ctc_greedy(mean, MAX_LEN) if combine == "ctc-columns" else mean.argmax(-1)
+            indices = logits.argmax(-1).tolist()
+        readings.append((indices, math.prod(logits.softmax(-1).max(-1).values.tolist())))
+    means = [sum(p for r, p in readings if r == mine) / len(readings) for mine, _ in readings]
+    best = means.index(max(means))  # the first maximum: the better-ranked member on a tie
+    return torch.tensor(means[best]), torch.tensor(readings[best][0])
 
 
 def test_members_are_the_best_finished_trials_with_a_checkpoint(sweep, ckpts):
@@ -147,7 +151,7 @@ def test_ensemble_pt2_standalone_equals_python_average(ens_pt2, ckpts, captchas,
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout)
     meta = out["meta"]
-    assert meta["ensemble"] == 3 and meta["combine"] == "positions" and meta["input"]["dynamic_size"] is True
+    assert meta["ensemble"] == 3 and meta["combine"] == "readings" and meta["input"]["dynamic_size"] is True
     assert [m["trial_id"] for m in meta["members"]] == ["ml", "ctc", "ml_big"]
     assert [m["head"] for m in meta["members"]] == ["multilabel", "ctc", "multilabel"]
     assert meta["members"][2]["img_width"] == 128 and meta["members"][0]["val_score"] == 0.9
@@ -155,24 +159,22 @@ def test_ensemble_pt2_standalone_equals_python_average(ens_pt2, ckpts, captchas,
 
     for k, (_, png) in enumerate(items):
         rgb = torch.from_numpy(decode_image(png).copy())[None]
-        probs, indices = reference(["ml", "ctc", "ml_big"], ckpts, rgb, "positions")
-        torch.testing.assert_close(torch.tensor(out["probs"][k]), probs[0], atol=1e-5, rtol=0)
-        assert out["indices"][k] == indices[0].tolist()
-    assert torch.tensor(out["probs"]).sum(-1).allclose(torch.ones(len(items), MAX_LEN))
+        prob, indices = reference(["ml", "ctc", "ml_big"], ckpts, rgb)
+        torch.testing.assert_close(torch.tensor(out["probs"][k]), prob, atol=1e-5, rtol=1e-4)
+        assert out["indices"][k] == indices.tolist()
+    assert all(0 < p <= 1 for p in out["probs"])
 
 
-def test_all_ctc_members_average_columns_and_decode_once(ckpts, captchas, tmp_path):
+def test_all_ctc_members_pick_the_reading_they_agree_on(ckpts, captchas, tmp_path):
     members = [(str(ckpts[name] / checkpoint.FILE), dict(trial_id=name)) for name in ("ctc", "ctc_late")]
-    pt2 = ensemble.export_ensemble(members, tmp_path / "ctc.pt2")
-    predictor = load_predictor(pt2)
-    assert predictor.origin["combine"] == "ctc-columns"
+    predictor = load_predictor(ensemble.export_ensemble(members, tmp_path / "ctc.pt2"))
+    assert predictor.origin["combine"] == "readings"
     images = rgbs(captchas["160x60"][:4] + captchas["200x70"][:2])
     probs, indices = predictor.outputs(images)
     for k, im in enumerate(images):
-        ref_probs, ref_indices = reference(["ctc", "ctc_late"], ckpts, torch.from_numpy(im.copy())[None], "ctc-columns")
-        assert probs[k].shape == (CFG.img_width // 4, len(CHARSET))
-        torch.testing.assert_close(probs[k], ref_probs[0], atol=1e-5, rtol=0)
-        assert torch.equal(indices[k], ref_indices[0])
+        ref_prob, ref_indices = reference(["ctc", "ctc_late"], ckpts, torch.from_numpy(im.copy())[None])
+        torch.testing.assert_close(probs[k], ref_prob.float(), atol=1e-5, rtol=1e-4)
+        assert torch.equal(indices[k], ref_indices)
 
 
 def test_predictor_evaluate_and_compare_members(ens_pt2, ckpts, captchas, tmp_path, capsys):
