@@ -1,12 +1,9 @@
-"""Accuracy on the held-out bench sets of what the CPU-sized default sweeps + retrains produce.
-
-`bench/accuracy.sh` runs the sweeps and retrains; this module makes the small-data folder and collects:
+"""Accuracy on the held-out bench sets of what the default sweeps + retrains produce (`bench/accuracy.sh` runs them).
 
     python -m bench.accuracy pngs --n 1000 --out DIR          # easy captchas as PNG files named by their labels
     python -m bench.accuracy collect EXP/retrain/easy ...     # retrain summaries -> bench/results/accuracy.json
 
-`collect` also tables each sweep's trials by head x augmentation (best validation full match), so the
-figures say what the search found made the model good. `python -m bench.run` puts them in summary.md.
+`collect` also tables each sweep's trials by head x augmentation (best validation full match).
 """
 
 from __future__ import annotations
@@ -37,16 +34,12 @@ def head_augment_table(exp: Path) -> list[dict]:
     """Best validation full match of a sweep's trials per head and augmentation (off / on)."""
     from results.experiment import load
 
-    trials, _ = load(exp)
+    trials = load(exp)[0]
     if "head" not in trials:
         return []
     trials = trials.assign(augmented=trials.get("augment", 0).fillna(0) > 0)
-    rows = []
-    for (head, augmented), g in trials.groupby(["head", "augmented"]):
-        rows.append(dict(head=head, augment="on" if augmented else "off", trials=len(g),
-                         best_val_full_match=float(g["best_val_full_match"].max()),
-                         worker_seconds=float(g["worker_seconds"].fillna(0).sum()) if "worker_seconds" in g else None))
-    return rows
+    return [dict(head=head, augment="on" if augmented else "off", trials=len(g), best_val_full_match=float(g["best_val_full_match"].max()))
+            for (head, augmented), g in trials.groupby(["head", "augmented"])]
 
 
 def collect(run_dirs, out) -> dict:
@@ -63,19 +56,18 @@ def collect(run_dirs, out) -> dict:
                             train_seconds=s["final_metrics"]["train_seconds"], workers=s["workers"], head=s["config"]["head"],
                             augment=s["config"]["augment"], val_full_match=s["best_metrics"]["val_full_match"], test=s["test"],
                             test_file=s["test"].get("file"), sweep=str(exp), sweep_trials=head_augment_table(exp))
-    result = dict(runs=runs)
-    write_json(out, "accuracy", result)
-    return result
+    write_json(out, "accuracy", dict(runs=runs))
+    return runs
 
 
 def rows(r: dict) -> list[Row]:
     out = []
     for name, x in r["runs"].items():
         out.append(Row("accuracy", f"{name}: {x['test_file']} full match / char acc ({x['spec']}, {x['train_images']} train images, "
-                                   f"{x.get('head', 'multilabel')} head, augment {x.get('augment', 0):.2f}, {x['steps']} steps, "
+                                   f"{x['head']} head, augment {x['augment']:.2f}, {x['steps']} steps, "
                                    f"{x['train_seconds'] / 60:.0f} min on {x['workers']} workers)",
                        f"{x['test']['full_match']:.3f} / {x['test']['char_acc']:.3f}"))
-        for t in x.get("sweep_trials", []):
+        for t in x["sweep_trials"]:
             out.append(Row("accuracy", f"{name} sweep: best val full match, {t['head']} head, augment {t['augment']} ({t['trials']} trials)",
                            f"{t['best_val_full_match']:.3f}"))
     return out

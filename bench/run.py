@@ -1,6 +1,6 @@
 """Run the chosen benchmarks, then write summary.md from every NAME.json in the output folder.
 
-    python -m bench.run [--quick] [--only data,throughput,overhead,gpu,search] [--out DIR]
+    python -m bench.run [--quick] [--only data,throughput,overhead,search] [--out DIR]
 
 Benchmarks that start Ray (throughput, overhead, search) share one embedded Ray in this process; on a
 shared machine run the command under the Ray lock (`flock /tmp/captcha-tune-ray.lock python -m bench.run`).
@@ -16,43 +16,32 @@ from pathlib import Path
 
 from bench.common import RESULTS, machine, read_json
 
-NAMES = ("data", "throughput", "overhead", "gpu", "search")  # the order they run in
+NAMES = ("data", "throughput", "overhead", "search")  # the order they run in
 COLLECTED = ("accuracy",)  # written by their own scripts (bench/accuracy.sh), shown in the summary
 
 
 def fmt(value) -> str:
     if isinstance(value, str):
         return value
-    if math.isnan(value):
-        return "n/a"
     if not math.isfinite(value):
-        return "never"
+        return "n/a" if math.isnan(value) else "never"
     return f"{value:.3g}" if abs(value) < 1000 else f"{value:,.0f}"
 
 
 def summary(out: Path) -> str:
     results = {name: r for name in NAMES + COLLECTED if (r := read_json(out, name))}
     m = machine()
-    lines = [
-        "# Benchmarks",
-        "",
-        f"Machine: `{m['platform']}`, {m['cpu']}, {m['cores']} cores; torch {m['torch']}, ray {m['ray']}, Python {m['python']}; "
-        f"summary written {m['date']}.",
-        "",
-        "| benchmark | figure | value | goal | met? |",
-        "|---|---|---|---|---|",
-    ]
+    lines = ["# Benchmarks", "", f"Machine: `{m['platform']}`, {m['cpu']}, {m['cores']} cores; torch {m['torch']}, ray {m['ray']}, "
+             f"Python {m['python']}; summary written {m['date']}.", "", "| benchmark | figure | value | goal | met? |", "|---|---|---|---|---|"]
     for name, r in results.items():
         module = importlib.import_module(f"bench.{name}")
-        rows = module.rows(r, results.get("throughput")) if name == "data" else module.rows(r)
-        for row in rows:
+        for row in module.rows(r, results.get("throughput")) if name == "data" else module.rows(r):
             met = "" if row.met is None else ("yes" if row.met else "**no**")
             lines.append(f"| {row.benchmark} | {row.figure} | {fmt(row.value)} | {row.goal} | {met} |")
     lines.append("")
     for name, r in results.items():
-        date = r["machine"]["date"]
         plot = f"![{name}]({name}.png)" if (out / f"{name}.png").exists() else "(no plot)"
-        lines.append(f"- `{name}.json` ({date}): {plot}")
+        lines.append(f"- `{name}.json` ({r['machine']['date']}): {plot}")
     text = "\n".join(lines) + "\n"
     (out / "summary.md").write_text(text)
     return text
@@ -65,8 +54,7 @@ def main(argv=None) -> None:
     p.add_argument("--out", type=Path, default=RESULTS, help="folder of NAME.json, plots and summary.md")
     args = p.parse_args(argv)
     chosen = [n.strip() for n in args.only.split(",") if n.strip()]
-    unknown = sorted(set(chosen) - set(NAMES))
-    if unknown:
+    if unknown := sorted(set(chosen) - set(NAMES)):
         p.error(f"unknown benchmark(s) {unknown}; choose from {','.join(NAMES)}")
     os.environ.setdefault("OMP_NUM_THREADS", "1")  # before torch is imported: one thread per process, as the workers
     args.out.mkdir(parents=True, exist_ok=True)

@@ -1,13 +1,10 @@
-"""Images/s of the training step inside Ray Train (1 and 2 workers) against the same step in a bare loop.
+"""Images/s of the training step inside Ray Train (1 and 2 workers) against the same loop without Ray.
 
-Same model (default TrainConfig), same per-worker batch (128), one thread per process, same DataLoader
-over `CaptchaArrays` and the same `train_step`. Each run times `eval_every`-step intervals exactly as the
-worker does (evaluation and checkpointing fall between intervals, outside the clock); the first interval
-is warm-up and is dropped. The bare loop runs in a freshly spawned process, as a Ray worker does; "bare2"
-is two independent bare loops at once, the machine's own 2-core scaling, which bounds what 2 DDP workers
-can reach. Runs alternate (bare, Ray 1, bare2, Ray 2, then the reverse) and medians over the repeats are
-reported. The Ray side reads the `images_per_s` the worker reports (global, all workers), and the CPU
-each kind of process used meanwhile (psutil), to show what competes with the workers for the cores.
+Same model (default TrainConfig), per-worker batch 128, one thread per process, same DataLoader and step. The bare
+arm is `bench.loop` in a freshly spawned process; "bare2" is two at once, the machine's own 2-core scaling. Each run
+times `eval_every`-step intervals as the worker does (evaluation off the clock; the first interval is warm-up); arms
+alternate (bare, Ray 1, bare2, Ray 2, then the reverse), medians over the repeats. The Ray side reads the
+`images_per_s` the worker reports, and the CPU each kind of process used meanwhile (psutil).
 """
 
 from __future__ import annotations
@@ -17,19 +14,20 @@ import multiprocessing
 import shutil
 import time
 from pathlib import Path
+from statistics import median
 
 import torch
 from torch.utils.data import DataLoader
 
-from bench.common import CACHE, ProcessSampler, Row, cpu_group, easy_data, median, pyplot, standalone, write_json
+from bench.common import CACHE, ProcessSampler, Row, easy_data, write_json
+from bench.loop import batches, train_loop
 from trainable.config import TrainConfig, input_shape
 from trainable.data import load_split, read_meta
-from trainable.model import build_model
-from trainable.schedule import lr_at
-from trainable.step import CaptchaArrays, evaluate, memory_format, train_step
+from trainable.step import CaptchaArrays
 
 PER_WORKER_BATCH = 128
 ARMS = ("bare", "ray1", "bare2", "ray2")  # bare2: two independent bare loops at once, the machine's own 2-core scaling
+GROUPS = ("train workers", "other Ray actors", "Ray system processes", "driver")  # bench.common.cpu_group's kinds
 SIZES = dict(full=dict(eval_every=40, intervals=4, repeats=3), quick=dict(eval_every=4, intervals=2, repeats=1))
 
 
@@ -45,35 +43,13 @@ def rate(per_interval: list[float]) -> float:
 
 
 def bare_loop(cfg: TrainConfig) -> list[float]:
-    """The worker's loop without Ray, DDP or reports; images/s of each eval interval."""
+    """The worker's loop without Ray (`bench.loop`) in this process, one thread; images/s of each eval interval."""
     torch.set_num_threads(1)
-    torch.manual_seed(cfg.seed)
-    device = torch.device("cpu")
+    cpu = torch.device("cpu")
     train_x, train_y, meta = load_split(cfg.data_dir, "train", cfg.img_height, cfg.img_width)
     val_x, val_y, _ = load_split(cfg.data_dir, "val", cfg.img_height, cfg.img_width)
-    loader = DataLoader(CaptchaArrays(train_x, train_y), batch_size=cfg.per_worker_batch(1), shuffle=True, drop_last=True)
-    model = build_model(cfg, len(meta["charset"]), meta["max_len"])
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.peak_lr, amsgrad=True)
-    rates, step, loss_sum, n, t0 = [], 0, torch.zeros(()), 0, time.perf_counter()
-    while step < cfg.max_steps:
-        for images, targets in loader:
-            loss_sum += train_step(model, optimizer, images.to(memory_format=memory_format(device)), targets, cfg, lr_at(step, **cfg.schedule()))
-            n, step = n + 1, step + 1
-            if step % cfg.eval_every and step < cfg.max_steps:
-                continue
-            loss_sum.item()
-            rates.append(n * cfg.batch_size / (time.perf_counter() - t0))
-            evaluate(model, val_x, val_y, cfg, device)  # as the worker does, off the clock
-            loss_sum, n, t0 = torch.zeros(()), 0, time.perf_counter()
-            if step >= cfg.max_steps:
-                break
-    return rates
-
-
-def bare_processes(cfg: TrainConfig, n: int) -> list[list[float]]:
-    """`bare_loop` in n fresh processes at once (spawned like Ray's workers); each one's interval rates."""
-    with multiprocessing.get_context("spawn").Pool(n) as pool:
-        return pool.map(bare_loop, [cfg] * n)
+    loader = DataLoader(CaptchaArrays(train_x, train_y), batch_size=cfg.batch_size, shuffle=True, drop_last=True)
+    return [p["images_per_s"] for p in train_loop(cfg, meta, batches(loader, cpu), val_x, val_y, cpu)[2]]
 
 
 def ray_run(cfg: TrainConfig, workers: int, storage: Path, name: str) -> dict:
@@ -99,7 +75,7 @@ def ray_run(cfg: TrainConfig, workers: int, storage: Path, name: str) -> dict:
     reports = [json.loads(line) for line in log.read_text().splitlines()]
     start, end = reports[0]["reported_at"], reports[-1]["reported_at"]
     return dict(per_interval=[r["images_per_s"] for r in reports], window_s=end - start,
-                cpu_s=sampler.cpu_seconds(start, end, cpu_group))
+                cpu_s=sampler.cpu_seconds(start, end))
 
 
 def run(out, quick: bool = False) -> dict:
@@ -116,9 +92,10 @@ def run(out, quick: bool = False) -> dict:
         for arm in ARMS if k % 2 == 0 else reversed(ARMS):
             workers = 2 if "2" in arm else 1
             cfg = config(data_dir, 1 if arm.startswith("bare") else workers, size["eval_every"], size["intervals"])
-            if arm.startswith("bare"):
-                per_process = bare_processes(cfg, workers)
-                r = dict(per_process=per_process, images_per_s=sum(rate(p) for p in per_process))
+            if arm.startswith("bare"):  # in fresh processes, spawned as Ray's workers are
+                with multiprocessing.get_context("spawn").Pool(workers) as pool:
+                    r = dict(per_process=pool.map(bare_loop, [cfg] * workers))
+                r["images_per_s"] = sum(rate(p) for p in r["per_process"])
             else:
                 r = ray_run(cfg, workers, storage, f"{arm}-rep{k}")
                 r["images_per_s"] = rate(r["per_interval"])
@@ -129,8 +106,7 @@ def run(out, quick: bool = False) -> dict:
     def paired(a: str, b: str) -> float:
         return median(x["images_per_s"] / y["images_per_s"] for x, y in zip(runs[a], runs[b]))
 
-    cpu = {arm: {g: median(r["cpu_s"].get(g, 0.0) / r["window_s"] for r in runs[arm]) for g in
-                 ("train workers", "other Ray actors", "Ray system processes", "driver")} for arm in ("ray1", "ray2")}
+    cpu = {arm: {g: median(r["cpu_s"].get(g, 0.0) / r["window_s"] for r in runs[arm]) for g in GROUPS} for arm in ("ray1", "ray2")}
     result = dict(
         settings=dict(size, per_worker_batch=PER_WORKER_BATCH, threads_per_process=1, model=dict(channels=TrainConfig.channels,
                       img_height=TrainConfig.img_height), data=data_dir),
@@ -144,36 +120,32 @@ def run(out, quick: bool = False) -> dict:
 
 
 def plot(r: dict, path: Path) -> None:
-    plt = pyplot()
-    runs = r["runs"]
+    import matplotlib.pyplot as plt
+
     labels = {"bare": "bare loop\n1 process", "ray1": "Ray Train\n1 worker", "bare2": "2 bare loops\nat once (sum)", "ray2": "Ray Train\n2 workers (global)"}
     colors = {"bare": "#888888", "ray1": "#1f77b4", "bare2": "#bbbbbb", "ray2": "#2ca02c"}
     fig, (ax, cpu) = plt.subplots(1, 2, figsize=(10, 4.2), gridspec_kw=dict(width_ratios=[2, 1]))
     for i, arm in enumerate(labels):
-        values = [x["images_per_s"] for x in runs[arm]]
+        values = [x["images_per_s"] for x in r["runs"][arm]]
         ax.bar(i, median(values), color=colors[arm], width=0.6)
         ax.plot([i] * len(values), values, "ko", ms=4, label="one run" if i == 0 else None)
         ax.text(i, max(values) + 15, f"{median(values):.0f}", ha="center", va="bottom", fontsize=8, fontweight="bold")
     one_worker = r["images_per_s"]["ray1"]
     ax.axhline(2 * one_worker, color="#2ca02c", ls="--", lw=1, label="2 x Ray 1 worker")
-    ax.set_ylim(0, 2.2 * one_worker)
+    ax.set(ylim=(0, 2.2 * one_worker), ylabel="training images/s (bar: median)")
     ax.set_xticks(range(len(labels)), list(labels.values()), fontsize=8)
-    ax.set_ylabel("training images/s (bar: median)")
     ax.set_title(f"Ray 1 worker / bare = {r['ray1_over_bare']:.2f} (goal >= 0.95); 2 / 1 workers = {r['ray2_over_ray1']:.2f}\n"
                  f"2 bare loops / 1 = {r['bare2_over_bare']:.2f} (the machine); Ray 2 workers / 2 bare loops = {r['ray2_over_bare2']:.2f}", fontsize=9)
     ax.legend(fontsize=8, loc="upper left")
-    groups = ["train workers", "other Ray actors", "Ray system processes", "driver"]
-    gcolors = ["#2ca02c", "#ff7f0e", "#d62728", "#9467bd"]
     for j, arm in enumerate(("ray1", "ray2")):
         bottom = 0.0
-        for g, c in zip(groups, gcolors):
+        for g, c in zip(GROUPS, ["#2ca02c", "#ff7f0e", "#d62728", "#9467bd"]):
             v = r["cores_busy_during_training"][arm][g]
             cpu.bar(j, v, bottom=bottom, color=c, width=0.6, label=g if j == 0 else None)
             bottom += v
     cpu.axhline(2, color="k", lw=1, ls=":")
+    cpu.set(ylim=(0, 2.6), ylabel="cores busy while training (CPU-s per s)")
     cpu.set_xticks(range(2), ["1 worker", "2 workers"], fontsize=8)
-    cpu.set_ylabel("cores busy while training (CPU-s per s)")
-    cpu.set_ylim(0, 2.6)
     cpu.set_title("who uses the 2 cores", fontsize=9)
     cpu.legend(fontsize=7, loc="upper left")
     fig.tight_layout()
@@ -192,7 +164,3 @@ def rows(r: dict) -> list[Row]:
         Row("throughput", "images/s: bare / Ray 1 worker / 2 bare / Ray 2 workers",
             " / ".join(f"{ips[a]:.0f}" for a in ("bare", "ray1", "bare2", "ray2"))),
     ]
-
-
-if __name__ == "__main__":
-    standalone("throughput", run)

@@ -1,0 +1,59 @@
+"""The worker's training loop (trainable/worker.py [4]-[5]) on one device, without Ray, DDP, checkpoints or reports.
+
+The throughput benchmark's bare arm and `bench.gpu_train` run it: the schedule, the augmentation ramp, the step
+(`trainable.step.train_step`) and the evaluation (`evaluate`) are the library's own. No Ray.
+"""
+
+from __future__ import annotations
+
+import time
+
+import torch
+
+from trainable.augment import strength_at
+from trainable.model import build_model
+from trainable.schedule import lr_at
+from trainable.step import evaluate, memory_format, train_step
+
+
+def batches(loader, device):
+    """A DataLoader's batches on the device, epoch after epoch: the feed of a Train worker."""
+    while True:
+        for x, y in loader:
+            yield x.to(device, non_blocking=True, memory_format=memory_format(device)), y.to(device, non_blocking=True)
+
+
+def resident(x, y, batch: int):
+    """Shuffled batches gathered from a device-resident set, epoch after epoch: no loader, no host copies."""
+    while True:
+        perm = torch.randperm(len(x), device=x.device)
+        for k in range(0, len(x) - batch + 1, batch):
+            idx = perm[k : k + batch]
+            yield x[idx].contiguous(memory_format=memory_format(x.device)), y[idx]
+
+
+def train_loop(cfg, meta: dict, feed, val_x, val_y, device, verbose: bool = False):
+    """cfg.max_steps steps from `feed`, evaluating every cfg.eval_every steps and at the end, off the clock.
+
+    Returns (model, optimizer, curve): per evaluation its step, training seconds so far, the interval's images/s
+    (the loss is read before the clock stops: on a GPU that waits for the queued steps) and the metrics."""
+    torch.manual_seed(cfg.seed)
+    model = build_model(cfg, len(meta["charset"]), meta["max_len"]).to(device, memory_format=memory_format(device))
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.peak_lr, amsgrad=True)
+    curve, seconds, loss_sum, n, t0 = [], 0.0, 0.0, 0, time.perf_counter()
+    for step in range(cfg.max_steps):
+        images, targets = next(feed)
+        lr = lr_at(step, **cfg.schedule())
+        loss_sum += train_step(model, optimizer, images, targets, cfg, lr, strength_at(step, cfg.augment, cfg.max_steps))
+        n += 1
+        if (step + 1) % cfg.eval_every and step + 1 < cfg.max_steps:
+            continue
+        train_loss = float(loss_sum) / n
+        interval = time.perf_counter() - t0
+        seconds += interval
+        m = evaluate(model, val_x, val_y, cfg, device)
+        curve.append(dict(step=step + 1, seconds=seconds, lr=lr, train_loss=train_loss, images_per_s=n * cfg.batch_size / interval, **m))
+        if verbose:
+            print(f"  step {step + 1}: val full match {m['val_full_match']:.3f}, char {m['val_char_acc']:.3f} ({seconds:.0f} s)", flush=True)
+        loss_sum, n, t0 = 0.0, 0, time.perf_counter()
+    return model, optimizer, curve
