@@ -8,8 +8,8 @@ import os
 
 import pandas as pd
 
-from results.experiment import best_in_hindsight, load, load_sweep
-from trainable import storage
+from results.experiment import load, load_sweep
+from trainable import checkpoint, storage
 from trainable.config import TrainConfig
 from trainable.driver import RunSettings, run_training
 
@@ -25,7 +25,7 @@ def whole_cycles(steps: int, warmup: int, period: int) -> int:
 def best_config(exp, max_steps: int | None = None, patience: int = 5) -> tuple[TrainConfig, dict]:
     """The best trial's config; step-valued settings scale with max_steps as the search space did."""
     sweep = load_sweep(exp)
-    _, origin = best_in_hindsight(exp)
+    _, origin = checkpoint.resolve(exp)
     trials, _ = load(exp)
     best = trials.set_index("trial_id").loc[origin["trial_id"]]
     values = {**sweep["base"], **{p: best[p] for p in sweep["space"] if not pd.isna(best[p])}}  # NaN: not searched in this trial (focal for ctc)
@@ -42,7 +42,7 @@ def best_config(exp, max_steps: int | None = None, patience: int = 5) -> tuple[T
 
 def retrain(exp, workers: int | None = None, gpus_per_worker: float | None = None, max_steps: int | None = None,
             patience: int = 5, name: str = "retrain", out: str | None = None, test: str | None = None,
-            data: str | None = None) -> dict:
+            data: str | None = None, callbacks=()) -> dict:
     """Train (or resume) EXP/retrain/NAME, export its best checkpoint, optionally evaluate on a test set."""
     from cluster.connect import check_fits, init_ray
     from results.evaluate import evaluate, load_rows
@@ -62,9 +62,9 @@ def retrain(exp, workers: int | None = None, gpus_per_worker: float | None = Non
           f"(early stop after {cfg.patience} evaluations without improvement past warmup, at least a cosine period)", flush=True)
     init_ray()
     check_fits(run.workers, run.cpus_per_worker, run.gpus_per_worker)
-    summary = run_training(cfg, run, callbacks=[Progress(cfg.max_steps)])
+    summary = run_training(cfg, run, callbacks=[Progress(cfg.max_steps), *callbacks])  # callbacks: e.g. MLflow's (results/tracking.py)
     out = out or storage.join(summary["run_path"], "model.pt2")
-    ckpt = storage.join(summary["best_checkpoint"], "checkpoint.pt")
+    ckpt, _ = checkpoint.resolve(summary["run_path"])
     export_model(ckpt, out, origin=dict(source=str(exp), retrained_from=origin["trial_id"], run=summary["run_path"]))
     summary.update(model=out, sweep_best=origin)
     if test:

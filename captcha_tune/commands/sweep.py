@@ -39,12 +39,15 @@ def register(sub) -> None:
     p.add_argument("--warm-start", default=None, metavar="EXP",
                    help="seed a new sweep's searcher with the finished trials of an earlier experiment STORAGE/NAME")
     p.add_argument("--resume", action="store_true", help="resume an interrupted sweep (re-running the same command does too)")
-    add_arguments(p, skip=("data_dir", "seed", "fail_once_at_step"))
+    p.add_argument("--mlflow", default=None, metavar="URI",
+                   help="log each trial as an MLflow run (sqlite:///PATH/mlflow.db or http://HOST:PORT), in the experiment --name")
+    add_arguments(p, skip=("data_dir", "seed"))
     p.set_defaults(func=run)
 
 
 def run(args) -> None:
     from results.experiment import check_errored, print_summary
+    from results import tracking
     from search.space import load_overrides, parse_space
     from search.sweep import SweepSettings, experiment_path, main_command, run_sweep
     from trainable import storage
@@ -59,7 +62,7 @@ def run(args) -> None:
         gpus_per_worker=preset["gpus"] if args.gpus_per_worker is None else args.gpus_per_worker,
         cpus_per_worker=args.cpus_per_worker, max_concurrent=args.max_concurrent, time_budget_s=args.time_budget,
         seed=args.seed, searcher=args.searcher, scheduler=args.scheduler, optuna_storage=args.optuna_storage,
-        warm_start=args.warm_start,
+        warm_start=args.warm_start, mlflow=args.mlflow and tracking.check(args.mlflow),
     )
     if args.resume and not storage.exists(storage.join(experiment_path(s), "sweep.json")):
         raise FileNotFoundError(f"nothing to resume at {experiment_path(s)}; check --storage and --name")

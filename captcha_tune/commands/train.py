@@ -15,23 +15,29 @@ def register(sub) -> None:
     p.add_argument("--storage", default="runs", help="folder or URI holding runs")
     p.add_argument("--name", default="train", help="run name; the same name resumes the run")
     p.add_argument("--smoke", action="store_true", help=f"a few-minute CPU run: {SMOKE}")
-    add_arguments(p, skip=("fail_once_at_step",))  # test-only fault injection: tests pass it in the config dict
+    p.add_argument("--mlflow", default=None, metavar="URI",
+                   help="log the run as an MLflow run (sqlite:///PATH/mlflow.db or http://HOST:PORT), in the experiment 'train'")
+    add_arguments(p)
     p.set_defaults(func=run)
 
 
 def run(args) -> None:
     from cluster.connect import check_fits, init_ray
+    from results import tracking
+    from trainable import storage
     from trainable.data import read_meta
     from trainable.driver import RunSettings, run_training
     from trainable.progress import Progress
 
     cfg = from_arguments(args, SMOKE if args.smoke else None)
     read_meta(cfg.data_dir)  # fail on a missing dataset before Ray starts
+    uri = args.mlflow and tracking.check(args.mlflow)  # ... and on a bad tracking URI
     init_ray()
     check_fits(args.workers, args.cpus_per_worker, args.gpus_per_worker)
     run = RunSettings(workers=args.workers, gpus_per_worker=args.gpus_per_worker, cpus_per_worker=args.cpus_per_worker,
                       storage=args.storage, name=args.name)
-    summary = run_training(cfg, run, callbacks=[Progress(cfg.max_steps)])
+    with tracking.train_run(uri, "train", args.name, storage.join(storage.normalize(args.storage), args.name)) as logs:
+        summary = run_training(cfg, run, callbacks=[Progress(cfg.max_steps), *logs])
     m = summary["best_metrics"]
     print(f"best val_full_match {m.get('val_full_match', 0):.4f} at step {m.get('step')}; checkpoint {summary['best_checkpoint']}")
     print(json.dumps({k: summary["final_metrics"].get(k) for k in ("step", "val_full_match", "val_char_acc", "val_loss")}))
