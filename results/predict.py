@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import pickle
 import re
 import zipfile
 from collections import defaultdict
@@ -84,7 +83,7 @@ def is_exported(names: list[str]) -> bool:
 
 
 def load_predictor(path) -> Predictor:
-    """A predictor from a .pt2, or from anything `results.locate.best_checkpoint` accepts (URIs too)."""
+    """A predictor from a .pt2, or from anything `trainable.checkpoint.resolve` accepts (URIs too)."""
     if not is_uri(path) and Path(path).is_file() and (Path(path).suffix == ".pt2" or is_exported(zip_names(Path(path)))):
         return load_exported(Path(path))
     return load_checkpoint(path)
@@ -104,21 +103,10 @@ def load_exported(path: Path) -> Predictor:
     return Predictor(module, meta["charset"], meta["max_len"], meta, fixed)
 
 
-def locate_checkpoint(path) -> tuple[str, dict]:
-    """`best_checkpoint`, with an unreadable file turned into a one-line ValueError."""
-    from results.locate import best_checkpoint
-
-    try:
-        return best_checkpoint(path)
-    except (pickle.UnpicklingError, EOFError, KeyError, TypeError, AttributeError, RuntimeError) as e:
-        first = (str(e).splitlines() or [""])[0]
-        raise ValueError(f"can't read a captcha-tune checkpoint from {path} ({type(e).__name__}: {first}); {EXPECTED}") from None
-
-
 def load_checkpoint(path) -> Predictor:
-    from trainable.checkpoint import load_model
+    from trainable.checkpoint import load_model, resolve
 
-    file, origin = locate_checkpoint(path)
+    file, origin = resolve(path)
     model, state = load_model(file)
     h, w = state["config"]["img_height"], state["config"]["img_width"]
     wrapper = RawImageModel(model, h, w, state["max_len"])

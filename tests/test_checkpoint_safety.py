@@ -6,6 +6,7 @@ a hint, and `convert` makes it loadable."""
 
 from __future__ import annotations
 
+import json
 import os
 import string
 import subprocess
@@ -94,3 +95,71 @@ def test_an_old_checkpoint_with_numpy_values_converts(tmp_path):
     checkpoint.convert(tmp_path / checkpoint.FILE)
     state = checkpoint.load(tmp_path)
     assert state["metrics"]["val_full_match"] == 0.5 and state["step"] == 5
+
+
+# ---------------------------------------------------------------- one lookup for every path, loop counters
+def test_resolve_takes_each_kind_of_path(tmp_path, monkeypatch):
+    """A sweep folder (its best checkpoint in hindsight), a run folder (summary.json), a checkpoint folder and a
+    checkpoint.pt all resolve to the same file; the sweep's tables are served by a stub of results.experiment.load."""
+    import pandas as pd
+
+    from results import experiment
+
+    run, exp = tmp_path / "run", tmp_path / "exp"
+    ckpt = run / "checkpoint_000002"
+    checkpoint.save(ckpt, build_model(CFG, len(CHARSET), MAX_LEN), None, 20, CFG, META, dict(val_full_match=0.5, val_char_acc=0.75, val_loss=0.3))
+    (run / "summary.json").write_text(json.dumps(dict(run_path=str(run), best_checkpoint=str(ckpt))))
+    exp.mkdir()
+    (exp / "sweep.json").write_text("{}")
+    history = pd.DataFrame([dict(trial_id=t, step=s, val_full_match=v, val_char_acc=0.5, val_loss=1.0, val_score=v, checkpoint_path=str(p))
+                            for t, s, v, p in [("a", 10, 0.25, ckpt), ("a", 20, 0.5, ckpt), ("b", 20, 0.9, tmp_path / "deleted")]])
+    monkeypatch.setattr(experiment, "load", lambda _: (pd.DataFrame(dict(trial_id=["a", "b"])), history))
+
+    file = str(ckpt / checkpoint.FILE)
+    resolved = {kind: checkpoint.resolve(p) for kind, p in dict(sweep=exp, run=run, folder=ckpt, file=file).items()}
+    assert {kind: f for kind, (f, _) in resolved.items()} == dict(sweep=file, run=file, folder=file, file=file)
+    assert resolved["sweep"][1] == dict(source=str(exp), trial_id="a", step=20, val_full_match=0.5, val_char_acc=0.5, val_loss=1.0)
+    assert resolved["run"][1] == dict(source=str(run), run=str(run), step=20, val_full_match=0.5, val_char_acc=0.75, val_loss=0.3)
+    assert resolved["folder"][1] == dict(source=str(ckpt), step=20, val_full_match=0.5, val_char_acc=0.75, val_loss=0.3)
+    assert checkpoint.load(run)["step"] == checkpoint.load(file)["step"] == 20
+
+
+def test_paths_without_a_checkpoint_are_one_line_errors(tmp_path):
+    (tmp_path / "empty_run").mkdir()
+    (tmp_path / "empty_run" / "summary.json").write_text(json.dumps(dict(run_path="x", best_checkpoint=None)))
+    for path, error in [(tmp_path / "nope", "does not exist"), (tmp_path, "no checkpoint in"), (tmp_path / "empty_run", "no checkpoint yet")]:
+        with pytest.raises(FileNotFoundError, match=error) as e:
+            checkpoint.resolve(path)
+        assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("content", ["empty", "text", "cut short", "a tensor", "a foreign dict"])
+def test_unreadable_checkpoints_are_one_line_user_errors(tmp_path, content):
+    file = tmp_path / checkpoint.FILE
+    if content in ("empty", "text"):
+        file.write_text("" if content == "empty" else "not a checkpoint\n")
+    elif content == "cut short":
+        torch.save(dict(model=build_model(CFG, len(CHARSET), MAX_LEN).state_dict()), file)
+        file.write_bytes(file.read_bytes()[:2000])
+    else:
+        torch.save(torch.zeros(2) if content == "a tensor" else dict(weights=torch.zeros(2)), file)
+    with pytest.raises(UserError, match="can't read a captcha-tune checkpoint from") as e:
+        checkpoint.resolve(tmp_path)
+    assert "\n" not in str(e.value) and "give a sweep experiment folder" in str(e.value)
+
+
+def test_loop_counters_are_top_level_and_old_checkpoints_resume_from_metrics(tmp_path):
+    model = build_model(CFG, len(CHARSET), MAX_LEN)
+    loop = dict(best_val_score=0.625, best_val_full_match=0.5, evals_since_best=2, train_seconds=12.5)
+    metrics = dict(val_full_match=0.25, best_val_score=0.0, best_val_full_match=0.0, evals_since_best=0, train_seconds=1.0)
+    checkpoint.save(tmp_path, model, None, 30, CFG, META, metrics, **loop)
+    state = torch.load(tmp_path / checkpoint.FILE, weights_only=True)
+    assert {k: state[k] for k in checkpoint.LOOP} == loop
+    assert checkpoint.loop_state(state) == (0.625, 0.5, 2, 12.5)  # the top level wins over metrics
+
+    old = {k: v for k, v in state.items() if k not in checkpoint.LOOP}  # written before the counters were top-level
+    assert checkpoint.loop_state(old) == (0.0, 0.0, 0, 1.0)
+    old["metrics"].pop("best_val_score")  # and before patience counted val_score
+    assert checkpoint.loop_state(old) == (-1.0, 0.0, 0, 1.0)
+    with pytest.raises(TypeError, match="unknown loop counters.*best_val_los"):
+        checkpoint.save(tmp_path, model, None, 30, CFG, META, metrics, best_val_los=1.0)

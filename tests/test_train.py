@@ -41,6 +41,7 @@ def test_train_learns_checkpoints_and_resumes(easy_data, tmp_path):
     # the best checkpoint is a loadable file with its step and settings
     state = checkpoint.load(Path(summary["best_checkpoint"]))
     assert state["step"] == best["step"] and state["config"]["loss"] == "ce" and state["charset"] == meta["charset"]
+    assert {k: state[k] for k in checkpoint.LOOP} == {k: best[k] for k in checkpoint.LOOP}  # the loop's counters, top-level
 
     # a second run with the same name continues from the latest checkpoint, not from zero
     cli("train", "--data-dir", easy_data, "--workers", 2, "--storage", tmp_path, "--name", "run", *flags({**settings, "max_steps": 400}))
@@ -59,6 +60,10 @@ def test_ctc_head_trains_in_ddp_and_agrees_with_its_export(easy_data, tmp_path):
     assert summary["final_metrics"]["world_size"] == 2 and summary["final_metrics"]["step"] == TINY["max_steps"]
     state = checkpoint.load(Path(summary["best_checkpoint"]))
     assert state["config"]["head"] == "ctc" and state["config"]["img_width"] == 88  # 160x60 at height 32
+    # the run folder, its best checkpoint folder and that folder's checkpoint.pt are one checkpoint
+    file, origin = checkpoint.resolve(tmp_path / "ctc")
+    assert file == checkpoint.resolve(summary["best_checkpoint"])[0] == checkpoint.resolve(file)[0] == f"{summary['best_checkpoint']}/{checkpoint.FILE}"
+    assert origin["run"] == summary["run_path"] and origin["step"] == state["step"]
 
     cli("export", tmp_path / "ctc", "--out", tmp_path / "ctc.pt2")
     rows = load_rows(easy_data)[:64]

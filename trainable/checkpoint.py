@@ -1,7 +1,9 @@
-"""One checkpoint format (nanoGPT style: one dict) read by one loader: resume, evaluate, export, retrain.
+"""One checkpoint module (nanoGPT style: one dict): it finds the checkpoint behind any path a user gives, saves
+and loads it, for resume, evaluate, predict, export and retrain.
 
 The dict holds only tensors and plain values (str, int, float, bool, None, lists and dicts of them), so it
 loads with `torch.load(weights_only=True)`: a checkpoint from elsewhere can't run code when it is opened.
+The training loop's counters (LOOP) sit at its top level, as nanoGPT keeps iter_num and best_val_loss.
 """
 
 from __future__ import annotations
@@ -21,32 +23,63 @@ from trainable.config import TrainConfig
 from trainable.model import build_model
 
 FILE = "checkpoint.pt"
+KEYS = ("model", "step", "config", "charset", "max_len", "metrics")  # what every checkpoint holds
+LOOP = dict(best_val_score=-1.0, best_val_full_match=-1.0, evals_since_best=0, train_seconds=0.0)  # loop counters, at step 0
+ORIGIN_METRICS = ("val_full_match", "val_char_acc", "val_loss")
+EXPECTED = "give a sweep experiment folder, a run folder (summary.json), a checkpoint folder or a checkpoint.pt"
 
 
-def save(path, model, optimizer, step: int, cfg: TrainConfig, meta: dict, metrics: dict) -> None:
-    """Write `path/checkpoint.pt` atomically. `model` is the bare module (not the DDP wrapper)."""
+def save(path, model, optimizer, step: int, cfg: TrainConfig, meta: dict, metrics: dict, **loop) -> None:
+    """Write `path/checkpoint.pt` atomically. `model` is the bare module (not the DDP wrapper); `loop`: LOOP's counters."""
+    if loop.keys() - LOOP.keys():
+        raise TypeError(f"unknown loop counters {sorted(loop.keys() - LOOP.keys())}; expected some of {list(LOOP)}")
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     state = dict(
         model=model.state_dict(), optimizer=optimizer.state_dict() if optimizer else None, step=step,
         config=plain(cfg.to_dict()), charset=plain(meta["charset"]), max_len=int(meta["max_len"]), metrics=plain(metrics),
+        **plain(loop),
     )
     tmp = path / (FILE + ".tmp")
     torch.save(state, tmp)
     os.replace(tmp, path / FILE)
 
 
-def find(path) -> str:
-    """A checkpoint file from a file, a checkpoint dir, or a run dir (its best checkpoint); local or a URI (s3://...)."""
+def loop_state(state: dict) -> tuple:
+    """LOOP's counters, in its order, to resume from: top-level fields, or for a checkpoint written before they
+    were, its metrics (and LOOP's step-0 value where those lack one, e.g. best_val_score before patience counted it)."""
+    return tuple(state.get(k, state["metrics"].get(k, v)) for k, v in LOOP.items())
+
+
+def resolve(path) -> tuple[str, dict]:
+    """(checkpoint file, origin) from a sweep experiment folder (its best checkpoint in hindsight), a run folder (its
+    best checkpoint), a checkpoint folder or a checkpoint.pt; local or a URI (s3://...). A path that holds none or an
+    unreadable file is a one-line error. origin: {"source", "trial_id" (sweeps), "run" (runs), "step", val metrics}."""
+    path = str(path)
+    if storage.exists(storage.join(path, "sweep.json")):
+        from results.experiment import best_in_hindsight  # results/ builds on trainable/, not the other way round
+
+        return best_in_hindsight(path)
+    file, run = find(path)
+    state = load(file)
+    origin = dict(source=path, step=state["step"], **{k: state["metrics"].get(k) for k in ORIGIN_METRICS})
+    return file, dict(origin, run=run) if run else origin
+
+
+def find(path) -> tuple[str, str | None]:
+    """(checkpoint file, run folder or None) of a checkpoint.pt, a checkpoint folder or a run folder."""
     path = str(path)
     if storage.is_file(path):
-        return path
+        return path, None
     if storage.exists(storage.join(path, FILE)):
-        return storage.join(path, FILE)
+        return storage.join(path, FILE), None
     summary = storage.join(path, "summary.json")
     if storage.exists(summary):
-        return storage.join(json.loads(storage.read_text(summary))["best_checkpoint"], FILE)
-    raise FileNotFoundError(f"no checkpoint at {path}: give a checkpoint dir, a checkpoint.pt, or a run dir with summary.json")
+        run = json.loads(storage.read_text(summary))
+        if not run.get("best_checkpoint"):
+            raise FileNotFoundError(f"run {path} has no checkpoint yet: it ended before its first evaluation")
+        return storage.join(run["best_checkpoint"], FILE), run.get("run_path", path)
+    raise FileNotFoundError(f"{path} does not exist; {EXPECTED}" if not storage.exists(path) else f"no checkpoint in {path}; {EXPECTED}")
 
 
 def plain(v):
@@ -61,18 +94,24 @@ def plain(v):
 
 
 def load(path, map_location="cpu") -> dict:
-    """The checkpoint dict; anything but tensors and plain values inside is refused before it can run code."""
-    file = find(path)
-    source = io.BytesIO(storage.read_bytes(file)) if storage.is_uri(file) else file  # a URI is read into memory
+    """The checkpoint dict of a checkpoint.pt, a checkpoint folder or a run folder. Anything but tensors and plain
+    values inside is refused before it can run code; a file that is not a checkpoint is a one-line UserError."""
+    file, _ = find(path)
     try:
-        return torch.load(source, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as e:
+        source = io.BytesIO(storage.read_bytes(file)) if storage.is_uri(file) else file  # a URI is read into memory
+        state = torch.load(source, map_location=map_location, weights_only=True)
+    except (pickle.UnpicklingError, EOFError, RuntimeError) as e:
         found = re.search(r"unsupported global[^\n]*?(?=\.?\n|\.?$)|unsupported operand[^\n]*", str(e), re.IGNORECASE)
-        if not found or not found.group(0).lower().startswith("unsupported global"):  # not a pickle at all: corrupt or foreign
-            raise pickle.UnpicklingError(f"not a torch checkpoint ({found.group(0) if found else 'unreadable'})") from None
-        raise UserError(f"{file} is not a plain captcha-tune checkpoint ({found.group(0)}), so it was not opened "
-                        "(unpickling it could run code); if you trust it (e.g. saved by an older captcha-tune), convert it "
-                        f"once: python -c \"from trainable.checkpoint import convert; convert('{file}')\"") from None
+        if found and found.group(0).lower().startswith("unsupported global"):
+            raise UserError(f"{file} is not a plain captcha-tune checkpoint ({found.group(0)}), so it was not opened "
+                            "(unpickling it could run code); if you trust it (e.g. saved by an older captcha-tune), convert it "
+                            f"once: python -c \"from trainable.checkpoint import convert; convert('{file}')\"") from None
+        why = "not a torch file" if isinstance(e, pickle.UnpicklingError) else str(e).split("\n")[0].split(". ")[0] or "empty"
+        raise UserError(f"can't read a captcha-tune checkpoint from {file} ({type(e).__name__}: {why}); {EXPECTED}") from None
+    if not isinstance(state, dict) or not set(KEYS) <= state.keys():
+        has = sorted(state) if isinstance(state, dict) else type(state).__name__
+        raise UserError(f"can't read a captcha-tune checkpoint from {file} (a torch file holding {has}, not {list(KEYS)}); {EXPECTED}")
+    return state
 
 
 def convert(file) -> None:

@@ -23,9 +23,9 @@ def run(args) -> None:
     if args.top_k is not None:
         return run_ensemble(args)
     from results.export import export_model
-    from results.predict import locate_checkpoint
+    from trainable.checkpoint import resolve
 
-    file, origin = locate_checkpoint(args.path)
+    file, origin = resolve(args.path)
     print(f"chose {file} ({describe(origin)})")
     out = export_model(file, args.out, origin)
     print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB)")
