@@ -13,6 +13,7 @@ import re
 import pandas as pd
 import pyarrow.fs as pafs
 
+from search import status
 from trainable import storage
 from trainable.errors import UserError
 from trainable.metric import METRIC
@@ -30,7 +31,8 @@ def load_sweep(exp) -> dict:
 
 
 def _error_reason(trial) -> str:
-    """The error file as synced to the storage (trial.path is in the storage's filesystem), else the driver's copy."""
+    """The exception line of Tune's error file as synced to the storage (trial.path is in the storage's
+    filesystem), else the driver's copy: 'ValueError: ...', as search/trial.py records an error."""
     fs, name = trial.storage.storage_filesystem, trial.run_metadata.error_filename
     if name and fs.get_file_info(f"{trial.path}/{name}").type == pafs.FileType.File:
         with fs.open_input_stream(f"{trial.path}/{name}") as f:
@@ -44,84 +46,52 @@ def _error_reason(trial) -> str:
     return reason.strip()[:300]
 
 
-def status_of(trial, steps_run: int, max_steps: int, rungs: list[int], eval_every: int = 1) -> str:
-    """rungs: ASHA's rung steps ([] without ASHA). ASHA stops a trial at the first report at or past a rung;
-    a trial that ended anywhere else was stopped by the sweep's time budget (or an interrupted sweep)."""
+def trial_status(exp, trial, steps_run: int, max_steps: int) -> dict:
+    """{"kind", "step", "reason"}: the trial's record (search/status.py), else from Tune's trial state: an error
+    ("errored", the reason from Tune's error file), max_steps reached ("completed"), ended early in an experiment
+    from before the records ("stopped"), or "running"."""
+    rec = status.read(exp, trial.trial_id)
+    if rec["kind"] != "running" or trial.status not in ("ERROR", "TERMINATED"):
+        return rec
     if trial.status == "ERROR":
-        return "errored: " + _error_reason(trial)
-    if trial.status == "TERMINATED":
-        if steps_run >= max_steps:
-            return "completed"
-        if any(0 <= steps_run - r < eval_every for r in rungs):
-            rung = sum(1 for r in rungs if r <= steps_run)
-            return f"stopped by ASHA at step {steps_run} (rung {rung})"
-        return f"stopped at step {steps_run} by the time budget"
-    return trial.status.lower()
+        return dict(kind="errored", step=None, reason=_error_reason(trial))
+    return dict(kind="completed" if steps_run >= max_steps else "stopped", step=steps_run, reason="")
 
 
-FINISHED = ("completed", "stopped by ASHA", "stopped by the time budget")  # status classes with a final result
+FAILED = ("diverged", "errored")  # kinds without a final result
+LABELS = {"completed": "completed", "asha": "stopped by ASHA", "budget": "stopped by the time budget",
+          "stopped": "stopped early", "diverged": "diverged", "errored": "errored", "running": "running/pending"}
 
 
-def status_class(status: str) -> str:
-    """'completed' | 'stopped by ASHA' | 'stopped by the time budget' | 'errored' | 'running' (running, pending, ...)."""
-    status = str(status)
-    if status == "completed":
-        return "completed"
-    if status.startswith("stopped by ASHA"):
-        return "stopped by ASHA"
-    if status.startswith("stopped at"):
-        return "stopped by the time budget"
-    if status.startswith("errored"):
-        return "errored"
-    return "running"
-
-
-def short_status(status: str) -> str:
-    """A status for a terminal column: 'completed', 'ASHA@200', 'budget@300', 'diverged@450', 'errored', 'running'."""
-    status = str(status)
-    step = re.search(r"at step (\d+)", status)
-    cls = status_class(status)
-    if cls == "stopped by ASHA":
-        return f"ASHA@{step.group(1)}"
-    if cls == "stopped by the time budget":
-        return f"budget@{step.group(1)}"
-    if cls == "errored":
-        return f"diverged@{step.group(1)}" if "diverged" in status and step else "errored"
-    return status
-
-
-def error_reason(status: str) -> str:
-    """The reason of an 'errored: ...' status without the exception's class name."""
-    reason = str(status).removeprefix("errored: ").strip()
-    return re.sub(r"^[\w.]*(Error|Exception)(\([\w.]*\))?: ", "", reason)
+def short_statuses(trials: pd.DataFrame) -> pd.Series:
+    """status.short(kind, step) of each trial: 'completed', 'ASHA@200', 'diverged@450', ..."""
+    return pd.Series([status.short(k, None if pd.isna(s) else int(s)) for k, s in zip(trials["status"], trials["status_step"])],
+                     index=trials.index, dtype=object)
 
 
 def check_errored(trials: pd.DataFrame) -> None:
-    """Raise a one-line UserError when trials errored and none finished: the sweep found nothing.
+    """Raise a one-line UserError when trials errored or diverged and none finished: the sweep found nothing.
 
     '8 of 8 trials errored: 8 x loss must be 'focal' or 'ce', not 'x''; reasons that differ only in their
     numbers (the step and LR of a divergence) count together, most common first.
     """
     if not len(trials):
         return
-    cls = trials["status"].map(status_class)
-    errored = trials["status"][cls.eq("errored")]
-    if not len(errored) or cls.isin(FINISHED).any():
+    failed = trials[trials["status"].isin(FAILED)]
+    if not len(failed) or trials["status"].isin(status.FINISHED).any():
         return
     groups: dict[str, list[str]] = {}
-    for reason in map(error_reason, errored):
-        groups.setdefault(re.sub(r"\d[\d.e+-]*", "#", reason), []).append(reason)
+    for kind, reason in zip(failed["status"], failed["reason"]):
+        groups.setdefault(re.sub(r"\d[\d.e+-]*", "#", reason or kind), []).append(reason or kind)
     counted = [f"{len(g)} x {g[0]}" + ("" if len(set(g)) == 1 else " (numbers vary)") for g in sorted(groups.values(), key=len, reverse=True)]
-    raise UserError(f"{len(errored)} of {len(trials)} trials errored: " + " | ".join(counted))
+    raise UserError(f"{len(failed)} of {len(trials)} trials errored: " + " | ".join(counted))
 
 
-def status_counts(statuses: pd.Series) -> str:
-    """'N trials: a completed, b stopped by ASHA, [c stopped by the time budget, ]d errored, e running/pending'."""
-    cls = statuses.map(status_class)
-    budget = cls.eq("stopped by the time budget").sum()
-    return (f"{len(cls)} trial{'s' if len(cls) != 1 else ''}: {cls.eq('completed').sum()} completed, {cls.eq('stopped by ASHA').sum()} stopped by ASHA, "
-            + (f"{budget} stopped by the time budget, " if budget else "")
-            + f"{cls.eq('errored').sum()} errored, {cls.eq('running').sum()} running/pending")
+def status_counts(kinds: pd.Series) -> str:
+    """'N trials: a completed, b stopped by ASHA, c diverged, ...': completed always, the other kinds when some trial has them."""
+    n = kinds.value_counts()
+    return f"{len(kinds)} trial{'s' if len(kinds) != 1 else ''}: " + ", ".join(
+        f"{n.get(k, 0)} {label}" for k, label in LABELS.items() if k == "completed" or n.get(k, 0))
 
 
 def load(exp) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -131,7 +101,6 @@ def load(exp) -> tuple[pd.DataFrame, pd.DataFrame]:
     sweep = load_sweep(exp)
     params, max_steps, workers = list(sweep["space"]), sweep["base"]["max_steps"], sweep["settings"]["workers_per_trial"]
     gpus = sweep["settings"]["gpus_per_worker"] * workers
-    rungs = sweep["rungs"] if sweep["settings"].get("scheduler", "asha") == "asha" else []
     analysis = ExperimentAnalysis(storage.normalize(exp))
     frames = analysis.trial_dataframes
     trials, history = [], []
@@ -150,12 +119,15 @@ def load(exp) -> tuple[pd.DataFrame, pd.DataFrame]:
         row = dict(trial_id=t.trial_id, **{p: t.config.get(p) for p in params})
         for m in METRICS:
             row[f"best_{m}"], row[f"last_{m}"] = best.get(m, math.nan) if len(ok) else math.nan, last.get(m, math.nan) if len(ok) else math.nan
-        row.update(best_step=int(best["step"]) if len(ok) else 0, steps_run=steps,
-                   status=status_of(t, steps, max_steps, rungs, sweep["base"].get("eval_every", 1)), wall_seconds=wall,
-                   worker_seconds=wall * workers, gpu_seconds=wall * gpus)
+        end = trial_status(exp, t, steps, max_steps)
+        row.update(best_step=int(best["step"]) if len(ok) else 0, steps_run=steps, status=end["kind"], status_step=end["step"],
+                   reason=end["reason"], wall_seconds=wall, worker_seconds=wall * workers, gpu_seconds=wall * gpus)
         trials.append(row)
     history = pd.concat(history, ignore_index=True) if history else pd.DataFrame(columns=["trial_id", *HISTORY_COLUMNS])
-    return pd.DataFrame(trials), history
+    trials = pd.DataFrame(trials)
+    if len(trials):
+        trials["status_step"] = trials["status_step"].astype("Int64")  # None where a kind has no step
+    return trials, history
 
 
 def write_tables(exp, out=None) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -225,7 +197,8 @@ def edge_warnings(trials: pd.DataFrame, space: dict, tol: float = 0.05, max_step
 
 def leaderboard(trials: pd.DataFrame, top: int = 10) -> pd.DataFrame:
     cols = ["trial_id", "best_val_full_match", "best_step", "steps_run", "status"] + [c for c in trials.columns if c not in
-            ("trial_id", "status", "steps_run", "best_step", "wall_seconds", "worker_seconds", "gpu_seconds") and not c.startswith(("best_", "last_"))]
+            ("trial_id", "status", "status_step", "reason", "steps_run", "best_step", "wall_seconds", "worker_seconds", "gpu_seconds")
+            and not c.startswith(("best_", "last_"))]
     return trials.sort_values("best_val_full_match", ascending=False, na_position="last")[cols].head(top)
 
 
@@ -237,13 +210,14 @@ def print_summary(exp) -> pd.DataFrame:
     if not len(trials):
         print(f"{exp}: no trials yet")
         return trials
-    board = leaderboard(trials)
-    board["status"] = board["status"].map(short_status)
+    short = short_statuses(trials)
+    board = leaderboard(trials).assign(status=short)
     with pd.option_context("display.width", 200, "display.max_columns", 20, "display.max_colwidth", 40, "display.float_format", "{:.4g}".format):
         print("\nleaderboard (best validation full match)\n" + board.to_string(index=False))
     print("\n" + status_counts(trials["status"]))
-    for _, t in trials[trials["status"].map(status_class).eq("errored")].iterrows():
-        print(f"  {t['trial_id']} {short_status(t['status'])}: {error_reason(t['status'])}")
+    listed = (trials.index.isin(board.index) | trials["status"].isin(FAILED)) & trials["reason"].ne("")
+    for _, t in trials[listed].iterrows():  # the board's and the failed trials' reasons, whole
+        print(f"  {t['trial_id']} {short[t.name]}: {t['reason']}")
     done = trials[trials["best_val_full_match"].notna()]
     if len(done):
         best = done.loc[done["best_val_full_match"].idxmax()]

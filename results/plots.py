@@ -14,17 +14,21 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from results.experiment import FINISHED, status_class  # noqa: E402
+from results.experiment import LABELS  # noqa: E402
+from search.status import FINISHED  # noqa: E402
 from trainable.schedule import lr_at  # noqa: E402
 
 SHOWN = "best_val_full_match"  # what the plots show; trials are ranked by trainable.metric.METRIC
-STATUS_STYLE = {  # status class -> line/marker style
+STATUS_STYLE = {  # status kind (search/status.py) -> line/marker style; legends say results.experiment.LABELS
     "completed": dict(color="tab:green", lw=1.8, alpha=0.9),
-    "stopped by ASHA": dict(color="tab:orange", lw=1.2, alpha=0.8, zorder=3),  # above the completed lines they share
-    "stopped by the time budget": dict(color="tab:brown", lw=1.0, alpha=0.7),
-    "errored": dict(color="tab:red", lw=1.0, alpha=0.8, ls="--", zorder=3),
+    "asha": dict(color="tab:orange", lw=1.2, alpha=0.8, zorder=3),  # above the completed lines they share
+    "budget": dict(color="tab:brown", lw=1.0, alpha=0.7),
+    "stopped": dict(color="tab:olive", lw=1.0, alpha=0.7),  # ended early, before status records: ASHA or the budget
+    "diverged": dict(color="tab:red", lw=1.0, alpha=0.8, ls="--", zorder=3),
+    "errored": dict(color="tab:purple", lw=1.0, alpha=0.8, ls="--", zorder=3),
     "running": dict(color="tab:gray", lw=1.0, alpha=0.7, ls=":"),
 }
+ENDED_EARLY = ("asha", "diverged", "errored")  # an x where the curve ends
 
 
 def best_trial(trials: pd.DataFrame):
@@ -51,11 +55,11 @@ def learning_curves(history: pd.DataFrame, trials: pd.DataFrame, out, rungs=()) 
     fig, ax = plt.subplots(figsize=(9.5, 4.5))
     for tid, h in history[history["val_full_match"].notna()].groupby("trial_id", sort=True):
         h = h.sort_values("step")
-        cls = status_class(statuses.get(tid, "running"))
-        counts[cls] = counts.get(cls, 0) + 1
-        style = STATUS_STYLE[cls]
+        kind = statuses.get(tid, "running")
+        counts[kind] = counts.get(kind, 0) + 1
+        style = STATUS_STYLE[kind]
         ax.plot(h["step"], h["val_full_match"], **style)
-        if cls in ("stopped by ASHA", "errored"):  # mark where the trial ended
+        if kind in ENDED_EARLY:
             ax.plot(h["step"].iloc[-1], h["val_full_match"].iloc[-1], marker="x", ms=6, color=style["color"], ls="none", zorder=3)
     if "diverged" in history:  # a report of a diverged run (NaN loss): its metrics are not a model's
         d = history[history["diverged"].fillna(0).astype(bool) & history["val_full_match"].notna()]
@@ -68,7 +72,7 @@ def learning_curves(history: pd.DataFrame, trials: pd.DataFrame, out, rungs=()) 
     for i, r in enumerate(rungs, 1):
         ax.axvline(r, color="black", ls=":", lw=1)
         ax.annotate(f"rung {i}", (r, 1), xycoords=("data", "axes fraction"), xytext=(3, -12), textcoords="offset points", fontsize=8)
-    handles = [plt.Line2D([], [], **style, label=f"{c} ({counts[c]})") for c, style in STATUS_STYLE.items() if c in counts]
+    handles = [plt.Line2D([], [], **style, label=f"{LABELS[k]} ({counts[k]})") for k, style in STATUS_STYLE.items() if k in counts]
     ax.legend(handles=handles + ax.get_legend_handles_labels()[0], fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))
     top = max(0.05, history["val_full_match"].max())
     ax.set(xlabel="step", ylabel="val_full_match", title="Validation full match per trial", xlim=(0, None),
@@ -119,10 +123,9 @@ def params_vs_metric(trials: pd.DataFrame, space: dict, out, reference: dict | N
             else:
                 pad = 0.04 * (p["high"] - p["low"]) or 0.5
                 ax.set_xlim(p["low"] - pad, p["high"] + pad)
-        classes = done["status"].map(status_class)
-        for cls in [c for c in STATUS_STYLE if c in set(classes)]:
-            g = done[classes == cls]
-            ax.scatter([to_x(v) for v in g[name]], g[SHOWN], s=28, color=STATUS_STYLE[cls]["color"], alpha=0.8, label=cls)
+        for kind in [k for k in STATUS_STYLE if k in set(done["status"])]:
+            g = done[done["status"] == kind]
+            ax.scatter([to_x(v) for v in g[name]], g[SHOWN], s=28, color=STATUS_STYLE[kind]["color"], alpha=0.8, label=LABELS[kind])
         if ref is not None:
             ax.scatter([to_x(ref[name])], [ref[SHOWN]], s=140, facecolors="none", edgecolors="black", lw=1.5, label="reference")
         ax.scatter([to_x(best[name])], [best[SHOWN]], s=200, marker="*", color="gold", edgecolors="black", zorder=5, label="best")
@@ -155,7 +158,7 @@ def lr_schedules(trials: pd.DataFrame, base: dict, out, top: int = 5) -> str:
         kw = {k: t[k] if k in t and pd.notna(t[k]) else base[k] for k in ("peak_lr", "warmup_steps", "cosine_period")}
         kw = dict(peak_lr=float(kw["peak_lr"]), min_lr=float(base["min_lr"]), warmup_steps=int(kw["warmup_steps"]), cosine_period=int(kw["cosine_period"]))
         ax.plot(list(steps), [lr_at(s, **kw) for s in steps], lw=2.2 if i == 0 else 1.2,
-                label=f"{t['trial_id']}: {t[SHOWN]:.3f} ({status_class(t['status'])})")
+                label=f"{t['trial_id']}: {t[SHOWN]:.3f} ({LABELS[t['status']]})")
     ax.set(xlabel="step", ylabel="learning rate", yscale="log", title=f"LR schedules of the top {len(done)} trials (label: best val_full_match)")
     return _finish(fig, ax, out)
 
@@ -171,13 +174,13 @@ def _finish(fig, ax, out) -> str:
 
 
 def _study(trials: pd.DataFrame, space: dict):
-    """An in-memory Optuna study of the completed and ASHA-stopped trials, valued by best_val_full_match."""
+    """An in-memory Optuna study of the finished trials (search.status.FINISHED), valued by best_val_full_match."""
     import optuna
 
     from search.space import Param, to_optuna
 
     dists = to_optuna({k: Param(p["kind"], p.get("low", 0.0), p.get("high", 0.0), tuple(p.get("choices") or ())) for k, p in space.items()})
-    finished = trials[trials["status"].map(status_class).isin(FINISHED) & trials[SHOWN].notna()]
+    finished = trials[trials["status"].isin(FINISHED) & trials[SHOWN].notna()]
     study = optuna.create_study(direction="maximize")
     for _, t in finished.iterrows():
         params = {k: (int(t[k]) if isinstance(d, optuna.distributions.IntDistribution) else t[k] if isinstance(d, optuna.distributions.CategoricalDistribution)
@@ -192,7 +195,7 @@ def importance(trials: pd.DataFrame, space: dict, out) -> tuple[str, dict]:
     Parameters searched in only some trials (the focal settings, multilabel trials only) are left out
     once trials without them finished: fANOVA takes the parameters every trial has.
 
-    Needs two or more finished (completed or ASHA-stopped) trials with different values and different
+    Needs two or more finished (completed or stopped early) trials with different values and different
     parameters (fANOVA's trees can't split otherwise); without them the PNG says so and the dict is empty.
     """
     import optuna
@@ -251,10 +254,9 @@ def cost_curve(trials: pd.DataFrame, history: pd.DataFrame, out) -> str:
     fig, ax = plt.subplots(figsize=(8.5, 4))
     x, y = [0.0, *t["cum_worker_hours"]], [math.nan, *t["best_so_far"]]
     ax.step(x, y, where="post", color="black", lw=1.8, label="best so far")
-    classes = t["status"].map(status_class)
-    for cls in [c for c in STATUS_STYLE if c in set(classes)]:
-        g = t[classes == cls]
-        ax.scatter(g["cum_worker_hours"], g[SHOWN], s=28, color=STATUS_STYLE[cls]["color"], alpha=0.85, label=cls, zorder=3)
+    for kind in [k for k in STATUS_STYLE if k in set(t["status"])]:
+        g = t[t["status"] == kind]
+        ax.scatter(g["cum_worker_hours"], g[SHOWN], s=28, color=STATUS_STYLE[kind]["color"], alpha=0.85, label=LABELS[kind], zorder=3)
     first = t.loc[t[SHOWN].idxmax()]
     ax.plot(first["cum_worker_hours"], first[SHOWN], marker="*", ms=14, color="gold", mec="black", ls="none", zorder=5,
             label=f"best: {first['trial_id']} ({first[SHOWN]:.3f}) at {first['cum_worker_hours']:.2f} h")

@@ -12,6 +12,7 @@ import os
 import pandas as pd
 
 from results import experiment, plots
+from search import status
 from trainable import storage
 from trainable.errors import UserError
 
@@ -28,11 +29,10 @@ def markdown_table(df: pd.DataFrame) -> str:
     return "\n".join("| " + " | ".join(r) + " |" for r in rows)
 
 
-def _status_lines(trials: pd.DataFrame) -> list[str]:
-    cls = trials["status"].map(experiment.status_class)
-    lines = [experiment.status_counts(trials["status"])]
-    errored = [f"- `{t['trial_id']}` {t['status']}" for _, t in trials[cls.eq("errored")].iterrows()]
-    return lines + ([""] + errored if errored else [])
+def _status_lines(trials: pd.DataFrame, short: pd.Series) -> list[str]:
+    """The counts of each kind, then every recorded reason, whole."""
+    reasons = [f"- `{t['trial_id']}` {short[i]}: {t['reason']}" for i, t in trials[trials["reason"].ne("")].iterrows()]
+    return [experiment.status_counts(trials["status"])] + ([""] + reasons if reasons else [])
 
 
 def with_cost(board: pd.DataFrame, trials: pd.DataFrame) -> pd.DataFrame:
@@ -72,10 +72,12 @@ def write_report(exp, out_dir=None) -> str:
         md += ["No trials yet: the sweep has not started any. Re-run `captcha-tune results` later.", ""]
         return _finish(md, exp, sweep, out)
 
-    md += ["## Status", "", *_status_lines(trials),
+    short = experiment.short_statuses(trials)  # 'ASHA@200' for 'asha' at step 200
+    md += ["## Status", "", *_status_lines(trials, short),
            "", f"Compute: {trials['worker_seconds'].sum() / 3600:.2f} worker-hours, {trials['gpu_seconds'].sum() / 3600:.2f} GPU-hours.", ""]
 
-    md += ["## Leaderboard (best validation full match)", "", markdown_table(with_cost(experiment.leaderboard(trials), trials)), "",
+    board = experiment.leaderboard(trials).assign(status=short)
+    md += ["## Leaderboard (best validation full match)", "", markdown_table(with_cost(board, trials)), "",
            "worker_seconds: the trial's wall time (start-up included) x its workers.", ""]
 
     md += ["## Best configuration", ""]
@@ -83,7 +85,7 @@ def write_report(exp, out_dir=None) -> str:
     if best is None:
         md += ["No validation report yet.", ""]
     else:
-        md += [f"Trial `{best['trial_id']}`: val_full_match {best['best_val_full_match']:.4f} at step {best['best_step']} ({best['status']}).", "",
+        md += [f"Trial `{best['trial_id']}`: val_full_match {best['best_val_full_match']:.4f} at step {best['best_step']} ({short[best.name]}).", "",
                "```", *[f"{name} = {best[name]}" for name in space], "```", ""]
         warnings = experiment.edge_warnings(trials, space, max_steps=base.get("max_steps"))
         md += [f"- {w}" for w in warnings] or ["Every best parameter is inside its search range."]
@@ -99,7 +101,7 @@ def write_report(exp, out_dir=None) -> str:
            f"![hyperparameters vs metric]({os.path.basename(path)})", ""]
     path, imp = plots.importance(trials, space, os.path.join(out, "importance.png"))
     md += ["## Parameter importance", ""]
-    finished = trials["status"].map(experiment.status_class).isin(experiment.FINISHED).sum()
+    finished = trials["status"].isin(status.FINISHED).sum()
     md += [markdown_table(pd.DataFrame(dict(parameter=list(imp), importance=list(imp.values())))), "",
            f"From {finished} finished trials (completed or stopped early, valued by their best val_full_match); "
            "with few trials these are rough.", ""] if imp else \

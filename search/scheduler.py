@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import math
 
-from ray.tune.schedulers import AsyncHyperBandScheduler
+from ray.tune.schedulers import AsyncHyperBandScheduler, TrialScheduler
 from ray.tune.schedulers.async_hyperband import _Bracket
 
+from search import status
 from trainable.metric import METRIC, MODE
 
 REDUCTION_FACTOR = 2  # keep the top half at each rung: with 3 rungs ~1/8 of the trials run to the end
@@ -33,14 +34,20 @@ def rungs(max_steps: int, eval_every: int, longest_warmup: int) -> list[int]:
 
 class FairASHA(AsyncHyperBandScheduler):
     """Ray's ASHA with explicit rung steps, each trial judged by its best-so-far metric (one noisy evaluation
-    at a rung doesn't cut it) and compared only with trials that share its GROUP_BY values (one bracket each)."""
+    at a rung doesn't cut it) and compared only with trials that share its GROUP_BY values (one bracket each).
+    Each stop (always before max_steps) is recorded as the trial's status `asha` in the experiment `exp` (search/status.py)."""
 
-    def __init__(self, rung_steps: list[int], max_steps: int, group_by: tuple = GROUP_BY):
+    _exp = None  # on one restored from a sweep pickled before status records: it records nothing
+
+    def __init__(self, rung_steps: list[int], max_steps: int, exp: str, group_by: tuple = GROUP_BY):
+        # stop_last_trials=False: a trial at max_steps ends by itself (its workers stop there), so its function returns
+        # and records `completed`; a STOP there would have Tune kill the trial's actor before it could.
         super().__init__(time_attr=TIME_ATTR, metric=METRIC, mode=MODE, max_t=max_steps, grace_period=rung_steps[0],
-                         reduction_factor=REDUCTION_FACTOR, brackets=1)
+                         reduction_factor=REDUCTION_FACTOR, brackets=1, stop_last_trials=False)
         self._rung_steps, self._group_by = list(rung_steps), tuple(group_by)
         self._groups: dict[tuple, _Bracket] = {}
         self._best: dict[str, float] = {}  # trial_id -> best metric so far
+        self._exp = exp
 
     def _bracket(self, key: tuple) -> _Bracket:
         if key not in self._groups:
@@ -61,7 +68,10 @@ class FairASHA(AsyncHyperBandScheduler):
         self._trial_info[trial.trial_id] = self._bracket(tuple(str(trial.config.get(k)) for k in self._group_by))
 
     def on_trial_result(self, tune_controller, trial, result: dict) -> str:
-        return super().on_trial_result(tune_controller, trial, self._best_so_far(trial, result))
+        decision = super().on_trial_result(tune_controller, trial, self._best_so_far(trial, result))
+        if decision == TrialScheduler.STOP and self._exp and not result.get("diverged"):  # a diverged trial ends itself
+            status.record(self._exp, trial.trial_id, "asha", result[TIME_ATTR])
+        return decision
 
     def on_trial_complete(self, tune_controller, trial, result: dict):
         super().on_trial_complete(tune_controller, trial, self._best_so_far(trial, result))
@@ -71,8 +81,8 @@ class FairASHA(AsyncHyperBandScheduler):
         return f"Using FairASHA: num_stopped={self._num_stopped}\n" + "\n".join(f"{k}: {b.debug_str()}" for k, b in self._groups.items())
 
 
-def build_asha(max_steps: int, rung_steps: list[int]):
-    return FairASHA(rung_steps, max_steps)
+def build_asha(max_steps: int, rung_steps: list[int], exp: str):
+    return FairASHA(rung_steps, max_steps, exp)
 
 
 def rung_plan(max_steps: int, eval_every: int, longest_warmup: int, num_samples: int) -> str:

@@ -4,8 +4,9 @@ parameter; LR schedules; importances); Optuna importances cover exactly the sear
 to 1 for three or more finished trials, and are empty with a "not enough" PNG otherwise (fANOVA, no
 fallback); edge_warnings flags a best point on the boundary of a log range and not an interior one, nor one
 at a hard limit (a floor of 0, a period of all of max_steps); the terminal leaderboard's statuses are short
-with the reasons under it, the report keeps them whole; a sweep whose trials all errored is one counted
-line; write_report and `captcha-tune results [--quiet]` write report.md embedding the plots, also for a
+with the reasons under it, the report keeps them whole; a trial's status is its record (search/status.py),
+else Tune's state (errored with the error file's reason, completed, "stopped" before records, running); a
+sweep whose trials all errored or diverged is one counted line; write_report and `captcha-tune results [--quiet]` write report.md embedding the plots, also for a
 sweep still running."""
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from PIL import Image
 
 from results import experiment, plots
 from results.report import markdown_table, write_report
+from search import status
 from trainable.errors import UserError
 
 SPACE = {
@@ -30,28 +32,30 @@ SPACE = {
 BASE = dict(peak_lr=1e-3, min_lr=1e-5, warmup_steps=10, cosine_period=250, max_steps=500)
 REFERENCE = dict(peak_lr=1e-3, warmup_steps=8, cosine_period=250, focal_gamma=2.0)
 RUNGS = [100, 300]
-# trial_id, params, status, last step reported, final val_full_match
+DIVERGED = "train loss nan at step {} with peak_lr={}; lower peak_lr"
+# trial_id, params, (status kind, its step, reason) as search/status.py records them, last step reported, final val_full_match
 TRIALS = [
-    ("t0", REFERENCE, "completed", 500, 0.60),
-    ("t1", dict(peak_lr=3e-3, warmup_steps=40, cosine_period=400, focal_gamma=1.0), "completed", 500, 0.85),
-    ("t2", dict(peak_lr=2e-4, warmup_steps=90, cosine_period=130, focal_gamma=4.5), "stopped by ASHA at step 100 (rung 1)", 100, 0.05),
-    ("t3", dict(peak_lr=6e-3, warmup_steps=20, cosine_period=300, focal_gamma=3.0), "stopped by ASHA at step 300 (rung 2)", 300, 0.40),
-    ("t4", dict(peak_lr=9e-3, warmup_steps=5, cosine_period=200, focal_gamma=0.5), "errored: RuntimeError: loss diverged", 150, 0.10),
-    ("t5", dict(peak_lr=1e-3, warmup_steps=50, cosine_period=250, focal_gamma=2.5), "running", 0, math.nan),
+    ("t0", REFERENCE, ("completed", 500, ""), 500, 0.60),
+    ("t1", dict(peak_lr=3e-3, warmup_steps=40, cosine_period=400, focal_gamma=1.0), ("completed", 500, ""), 500, 0.85),
+    ("t2", dict(peak_lr=2e-4, warmup_steps=90, cosine_period=130, focal_gamma=4.5), ("asha", 100, "below the top 1/2 at rung 1"), 100, 0.05),
+    ("t3", dict(peak_lr=6e-3, warmup_steps=20, cosine_period=300, focal_gamma=3.0), ("asha", 300, ""), 300, 0.40),
+    ("t4", dict(peak_lr=9e-3, warmup_steps=5, cosine_period=200, focal_gamma=0.5), ("diverged", 150, DIVERGED.format(150, 0.009)), 150, 0.10),
+    ("t5", dict(peak_lr=1e-3, warmup_steps=50, cosine_period=250, focal_gamma=2.5), ("running", None, ""), 0, math.nan),
 ]
 
 
 def tables(rows=TRIALS) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(trials, history) shaped like results.experiment.load's, with curves rising to each final value."""
     trials, history = [], []
-    for tid, params, status, last, final in rows:
+    for tid, params, (kind, step, reason), last, final in rows:
         steps = list(range(50, last + 1, 50))
         vals = [final * s / last for s in steps]
         history += [dict(trial_id=tid, step=s, lr=1e-3, train_loss=1 - v, val_full_match=v, val_char_acc=min(1, v + 0.1), val_loss=1 - v,
-                         diverged=float(status.startswith("errored") and s == last)) for s, v in zip(steps, vals)]
+                         diverged=float(kind == "diverged" and s == last)) for s, v in zip(steps, vals)]
         trials.append(dict(trial_id=tid, **params, best_val_full_match=max(vals) if vals else math.nan, best_step=steps[-1] if steps else 0,
-                           steps_run=last, status=status, wall_seconds=10.0, worker_seconds=20.0, gpu_seconds=0.0))
-    return pd.DataFrame(trials), pd.DataFrame(history, columns=["trial_id", "step", "lr", "train_loss", "val_full_match", "val_char_acc", "val_loss", "diverged"])
+                           steps_run=last, status=kind, status_step=step, reason=reason, wall_seconds=10.0, worker_seconds=20.0, gpu_seconds=0.0))
+    trials = pd.DataFrame(trials).astype(dict(status_step="Int64"))
+    return trials, pd.DataFrame(history, columns=["trial_id", "step", "lr", "train_loss", "val_full_match", "val_char_acc", "val_loss", "diverged"])
 
 
 def assert_png(path):
@@ -80,8 +84,8 @@ def test_importance_with_heads_leaves_out_the_focal_setting_ctc_trials_lack(tmp_
     """CTC trials have no focal_gamma (NaN in the table): fANOVA ranks head, LR and schedule over every finished trial."""
     space = {**SPACE, "head": dict(kind="choice", low=0, high=0, choices=["multilabel", "ctc"])}
     rows = [(tid, dict(params, head="multilabel"), *rest) for tid, params, *rest in TRIALS]
-    rows += [("c1", dict(peak_lr=2e-3, warmup_steps=10, cosine_period=300, head="ctc"), "completed", 500, 0.95),
-             ("c2", dict(peak_lr=5e-4, warmup_steps=60, cosine_period=200, head="ctc"), "completed", 500, 0.90)]
+    rows += [("c1", dict(peak_lr=2e-3, warmup_steps=10, cosine_period=300, head="ctc"), TRIALS[0][2], 500, 0.95),
+             ("c2", dict(peak_lr=5e-4, warmup_steps=60, cosine_period=200, head="ctc"), TRIALS[0][2], 500, 0.90)]
     trials, _ = tables(rows)
     assert trials["focal_gamma"].isna().sum() == 2
     _, imp = plots.importance(trials, space, tmp_path / "importance.png")
@@ -135,20 +139,52 @@ def test_edge_warnings_only_where_the_range_can_widen():
 
 
 def test_short_statuses_and_counted_errors():
-    short = experiment.short_status
-    assert [short(s) for s in ["completed", "stopped by ASHA at step 200 (rung 1)", "stopped at step 300 by the time budget",
-                               "errored: trainable.worker.DivergedError: diverged: train loss nan at step 450 with peak_lr=0.1; lower peak_lr",
-                               "errored: RuntimeError: boom", "running"]] == \
-        ["completed", "ASHA@200", "budget@300", "diverged@450", "errored", "running"]
-    diverged = "errored: trainable.worker.DivergedError: diverged: train loss nan at step {} with peak_lr={}; lower peak_lr"
-    trials = pd.DataFrame(dict(status=["errored: ValueError: loss must be 'focal' or 'ce', not 'x'"] * 4 + ["errored: RuntimeError: boom"]
-                               + [diverged.format(10, "1e+29"), diverged.format(20, "3.5e+29"), "pending"]))
+    assert experiment.short_statuses(tables()[0]).tolist() == ["completed", "completed", "ASHA@100", "ASHA@300", "diverged@150", "running"]
+    trials = pd.DataFrame(dict(status=["errored"] * 5 + ["diverged"] * 2 + ["running"],
+                               reason=["loss must be 'focal' or 'ce', not 'x'"] * 4 + ["boom", DIVERGED.format(10, "1e+29"), DIVERGED.format(20, "3.5e+29"), ""]))
     with pytest.raises(UserError) as e:
         experiment.check_errored(trials)
-    assert str(e.value) == ("7 of 8 trials errored: 4 x loss must be 'focal' or 'ce', not 'x' | 2 x diverged: train loss nan at step 10 "
+    assert str(e.value) == ("7 of 8 trials errored: 4 x loss must be 'focal' or 'ce', not 'x' | 2 x train loss nan at step 10 "
                             "with peak_lr=1e+29; lower peak_lr (numbers vary) | 1 x boom")
     experiment.check_errored(tables()[0])  # some finished: the sweep found something
+    experiment.check_errored(pd.DataFrame(dict(status=["stopped", "diverged"], reason=["", "x"])))  # an old experiment's early stop counts
     experiment.check_errored(pd.DataFrame())
+
+
+def test_trial_status_is_the_record_else_tunes_state(tmp_path):
+    """Records written with search.status.record win over Tune's state; without one an ERROR is 'errored' with
+    the exception line of Tune's error file, a TERMINATED trial 'completed' at max_steps
+    and 'stopped' before it (an experiment from before the records), anything else 'running'."""
+    from types import SimpleNamespace
+
+    import pyarrow.fs as pafs
+
+    exp = tmp_path / "exp"
+    status.record(str(exp), "a", "asha", 200, "below the top 1/2 at rung 1")
+    status.record(str(exp), "d", "diverged", 450, DIVERGED.format(450, 0.1))
+    status.record(str(exp), "b", "budget", 300)
+    (tmp_path / "e").mkdir()
+    (tmp_path / "e" / "error.txt").write_text("Traceback (most recent call last):\n  File x\nValueError: loss must be 'focal' or 'ce'\n")
+
+    def trial(tid, state, error_file=None):
+        return SimpleNamespace(trial_id=tid, status=state, path=str(tmp_path / tid), error_file=None,
+                               storage=SimpleNamespace(storage_filesystem=pafs.LocalFileSystem()), run_metadata=SimpleNamespace(error_filename=error_file))
+
+    def end(tid, state, steps=500, error_file=None):
+        return experiment.trial_status(exp, trial(tid, state, error_file), steps, 500)
+
+    assert end("a", "TERMINATED", 200) == dict(kind="asha", step=200, reason="below the top 1/2 at rung 1")
+    assert end("d", "ERROR", 450) == dict(kind="diverged", step=450, reason=DIVERGED.format(450, 0.1))
+    assert end("b", "RUNNING", 300) == dict(kind="budget", step=300, reason="")
+    assert end("e", "ERROR", 100, "error.txt") == dict(kind="errored", step=None, reason="ValueError: loss must be 'focal' or 'ce'")
+    assert end("x", "ERROR", 100)["reason"] == "error (no error file)"
+    assert end("c", "TERMINATED") == dict(kind="completed", step=500, reason="")
+    assert end("s", "TERMINATED", 200) == dict(kind="stopped", step=200, reason="")
+    assert end("r", "PENDING", 0) == dict(kind="running", step=None, reason="")
+    kinds = pd.Series(["completed", "asha", "budget", "stopped", "diverged", "errored", "running", "asha"])
+    assert experiment.status_counts(kinds) == ("8 trials: 1 completed, 2 stopped by ASHA, 1 stopped by the time budget, 1 stopped early, "
+                                               "1 diverged, 1 errored, 1 running/pending")
+    assert experiment.status_counts(pd.Series(["running"])) == "1 trial: 0 completed, 1 running/pending"
 
 
 def fake_experiment(tmp_path, monkeypatch, rows=TRIALS):
@@ -175,7 +211,7 @@ def test_write_report(tmp_path, monkeypatch, rows):
         assert f"]({name})" in text
         assert_png(exp / "results" / name)
     if rows == TRIALS:
-        assert "| t1 | 0.85 |" in text and "2 completed, 2 stopped by ASHA, 1 errored, 1 running/pending" in text
+        assert "| t1 | 0.85 |" in text and "6 trials: 2 completed, 2 stopped by ASHA, 1 diverged, 1 running/pending" in text
         assert "peak_lr = 0.003" in text and "has no checkpoint yet" in text
 
 
@@ -187,8 +223,9 @@ def test_results_command(tmp_path, monkeypatch, capsys):
     printed = capsys.readouterr().out
     assert "best trial t1" in printed
     board = printed.split("leaderboard")[1].split("\n\n")[0]
-    assert "ASHA@100" in board and " errored " in board and "RuntimeError" not in board
-    assert "  t4 errored: loss diverged" in printed  # the long reason, under the table
+    assert "ASHA@100" in board and "diverged@150" in board and "train loss" not in board and "rung 1" not in board
+    assert f"  t4 diverged@150: {DIVERGED.format(150, 0.009)}\n" in printed  # the long reasons, under the table
+    assert "  t2 ASHA@100: below the top 1/2 at rung 1\n" in printed and "t3 ASHA@300:" not in printed  # t3 has no reason
     for name in ["report.md", "trials.parquet", "history.parquet"]:
         assert str(tmp_path / "out" / name) in printed and (tmp_path / "out" / name).stat().st_size > 0
 
@@ -201,25 +238,14 @@ def test_results_quiet_writes_the_report_without_the_leaderboard(tmp_path, monke
     printed = capsys.readouterr().out
     assert "leaderboard" not in printed and "best trial" not in printed
     assert printed.splitlines()[0] == f"report: {exp / 'results' / 'report.md'}"
-    assert "stopped by ASHA at step 100 (rung 1)" in (exp / "results" / "report.md").read_text()  # the report keeps whole statuses
+    report = (exp / "results" / "report.md").read_text()
+    assert f"- `t4` diverged@150: {DIVERGED.format(150, 0.009)}" in report  # the report keeps whole reasons
+    assert "| t2 | 0.05 | 100 | 100 | ASHA@100 | 20 |" in report
 
 
 def test_markdown_table():
     df = pd.DataFrame(dict(a=["x|y", "z"], b=[0.123456, math.nan]))
     assert markdown_table(df).splitlines() == ["| a | b |", "| --- | --- |", "| x\\|y | 0.1235 |", "| z |  |"]
-
-
-def test_a_stop_off_the_rungs_is_the_time_budget_not_asha():
-    from types import SimpleNamespace
-
-    from results.experiment import status_of
-
-    done = SimpleNamespace(status="TERMINATED")
-    assert status_of(done, 500, 500, [150, 450], eval_every=50) == "completed"
-    assert status_of(done, 150, 500, [150, 450], eval_every=50) == "stopped by ASHA at step 150 (rung 1)"
-    assert status_of(done, 200, 500, [150, 450], eval_every=50) == "stopped at step 200 by the time budget"
-    assert status_of(done, 150, 500, [], eval_every=50) == "stopped at step 150 by the time budget"  # no ASHA in this sweep
-    assert experiment.status_class("stopped at step 0 by the time budget") == "stopped by the time budget"
 
 
 def test_cost_curve_is_best_so_far_against_cumulative_worker_hours(tmp_path, monkeypatch):

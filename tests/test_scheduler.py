@@ -1,8 +1,10 @@
 """ASHA without a Ray cluster: rungs start at a quarter of the run and after the longest warmup, at least 3 of
-them on the CPU preset; a trial is judged by its best evaluation so far and only against trials of its own head."""
+them on the CPU preset; a trial is judged by its best evaluation so far and only against trials of its own head;
+each stop before max_steps is recorded as the trial's status (search/status.py)."""
 
 from types import SimpleNamespace
 
+from search import status
 from search.scheduler import FairASHA, rung_plan, rungs
 
 CONTINUE, STOP = "CONTINUE", "STOP"
@@ -21,8 +23,8 @@ def feed(asha, trial, step, value):
     return asha.on_trial_result(None, trial, dict(step=step, val_score=value))
 
 
-def test_a_noisy_dip_at_a_rung_does_not_cut_and_heads_are_judged_apart():
-    asha = FairASHA([300, 600, 900], 1200)
+def test_a_noisy_dip_at_a_rung_does_not_cut_and_heads_are_judged_apart(tmp_path):
+    asha = FairASHA([300, 600, 900], 1200, str(tmp_path))
     good, dip, weak, ctc = (SimpleNamespace(trial_id=t, config=dict(head=h)) for t, h in
                             [("good", "multilabel"), ("dip", "multilabel"), ("weak", "multilabel"), ("ctc", "ctc")])
     for t in (good, dip, weak, ctc):
@@ -32,4 +34,6 @@ def test_a_noisy_dip_at_a_rung_does_not_cut_and_heads_are_judged_apart():
     assert feed(asha, dip, 300, 0.05) == CONTINUE  # its best so far (0.40) beats the rung's median
     assert feed(asha, weak, 300, 0.10) == STOP
     assert feed(asha, ctc, 300, 0.0) == CONTINUE  # a CTC head at 0% is not compared with multilabel trials
-    assert feed(asha, ctc, 1200, 0.9) == STOP  # max_steps ends every trial
+    assert feed(asha, ctc, 1200, 0.9) == CONTINUE  # at max_steps a trial ends by itself (and records `completed`)
+    kinds = {t.trial_id: status.read(str(tmp_path), t.trial_id) for t in (good, dip, weak, ctc)}
+    assert kinds == dict(weak=dict(kind="asha", step=300, reason=""), **{t: dict(kind="running", step=None, reason="") for t in ("good", "dip", "ctc")})

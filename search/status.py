@@ -1,0 +1,47 @@
+"""How each trial ended, recorded where it happens (no code infers it from steps or parses it back from sentences).
+
+One small JSON file per trial: EXP/status/<trial_id>.json = {"kind": ..., "step": ..., "reason": ...}.
+- the trial function writes `completed`, `diverged` or `errored` (it knows how its Train run ended);
+- ASHA writes `asha` when it stops a trial at a rung (it made the decision);
+- the sweep driver writes `budget` for the trials still running when the time budget ran out.
+A trial without a record is still running (or pending).
+"""
+
+from __future__ import annotations
+
+import json
+
+from trainable import storage
+
+FOLDER = "status"
+KINDS = ("completed", "asha", "budget", "diverged", "errored")  # plus "running": no record yet
+FINISHED = ("completed", "asha", "budget", "stopped")  # kinds with a final result worth ranking
+# "stopped": ended early in an experiment from before these records (no one recorded why); never written now
+
+
+def record(exp: str, trial_id: str, kind: str, step: int | None = None, reason: str = "") -> None:
+    if kind not in KINDS:
+        raise ValueError(f"unknown status kind {kind!r}; one of {KINDS}")
+    text = json.dumps(dict(kind=kind, step=None if step is None else int(step), reason=str(reason)[:500]))
+    storage.write_text(storage.join(storage.normalize(exp), FOLDER, f"{trial_id}.json"), text)
+
+
+def record_first(exp: str, trial_id: str, kind: str, step: int | None = None, reason: str = "") -> None:
+    """record(), unless the trial has a record already (ASHA's, written before the trial's function returns)."""
+    if read(exp, trial_id)["kind"] == "running":
+        record(exp, trial_id, kind, step, reason)
+
+
+def read(exp: str, trial_id: str) -> dict:
+    """{"kind", "step", "reason"}; kind "running" when nothing was recorded yet."""
+    path = storage.join(storage.normalize(exp), FOLDER, f"{trial_id}.json")
+    if not storage.exists(path):
+        return dict(kind="running", step=None, reason="")
+    return json.loads(storage.read_text(path))
+
+
+def short(kind: str, step: int | None) -> str:
+    """A status for a terminal column: 'completed', 'ASHA@200', 'budget@300', 'diverged@450', 'errored', 'running'."""
+    if kind in ("asha", "budget", "diverged") and step is not None:
+        return f"{'ASHA' if kind == 'asha' else kind}@{step}"
+    return kind
