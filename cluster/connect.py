@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 
 from trainable.errors import UserError
 
@@ -14,9 +15,9 @@ TRAIN_ENV = {
     "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"),
 }
 
-# A resource only the head node has (ray._common.constants.HEAD_NODE_RESOURCE_NAME): asking for a sliver of
-# it places an actor on the head.
-HEAD_NODE = "node:__internal_head__"
+# A custom resource only the head declares (`ray start --head --resources='{"captcha_tune_head": 1}'`; the embedded
+# Ray and cluster/local.py declare it themselves): a sliver of it places a sweep's trial actors on the head.
+HEAD_RESOURCE = "captcha_tune_head"
 
 
 class ResourceError(UserError):
@@ -45,7 +46,7 @@ def init_ray(num_cpus: int | None = None, address: str | None = None) -> None:
         os.environ.update(RAY_GCS_SERVER_PORT=own.rsplit(":", 1)[1], RAY_ADDRESS=own)
         kwargs["runtime_env"] = {"env_vars": {**TRAIN_ENV, "RAY_ADDRESS": own}}
         try:
-            ray.init(address="local", num_cpus=num_cpus, include_dashboard=True, **kwargs)
+            ray.init(address="local", num_cpus=num_cpus, resources={HEAD_RESOURCE: 1}, include_dashboard=True, **kwargs)
         finally:  # this process may start another Ray later (tests do): it must not take this one's address for it
             for k, v in saved.items():
                 os.environ.pop(k) if v is None else os.environ.update({k: v})
@@ -64,6 +65,20 @@ def node_resources() -> list[dict]:
     import ray
 
     return [n["Resources"] for n in ray.nodes() if n["Alive"]]
+
+
+def on_head() -> dict:
+    """Resources that place an actor on the head node: a sliver of HEAD_RESOURCE, or none when no node declares it.
+
+    No node has it on a cluster started without the flag. Pinning only protects a trial against losing the node its
+    actor runs on (a restart from its checkpoint instead of an errored trial), so the sweep runs unpinned after a
+    one-line warning rather than refusing to start on a cluster its user may not be able to restart."""
+    if any(HEAD_RESOURCE in n for n in node_resources()):
+        return {HEAD_RESOURCE: 0.001}
+    print(f"warning: no node declares the {HEAD_RESOURCE} resource, so trial actors may run on worker nodes and a lost "
+          f"node errors its trial; start the head with: ray start --head --resources='{{\"{HEAD_RESOURCE}\": 1}}'",
+          file=sys.stderr, flush=True)
+    return {}
 
 
 def check_fits(workers: int, cpus_per_worker: float, gpus_per_worker: float) -> None:

@@ -1,11 +1,12 @@
 """A local multi-node Ray cluster on one machine, for development and tests.
 
-Each node is its own `ray start` (its own raylet, CPU count and custom resource `node:<name>`), started in a new
-session so that every process it creates, and every worker its raylet forks later, carries that session id. The
-state file records each node's session id and the processes found in it; `stop()` and `kill_node()` signal exactly
-those processes. Nothing here calls `ray stop`, which would kill every Ray process on the machine, other tests'
-embedded Ray included. The cluster keeps its own Ray temp dir, so a plain `ray.init()` elsewhere on the machine
-neither finds nor joins it: only drivers given RAY_ADDRESS (and RAY_AUTH_MODE=token) do.
+Each node is its own `ray start` (its own raylet, CPU count and custom resource `node:<name>`; the head also
+declares `captcha_tune_head`, as a real cluster's head should), started in a new session so that every process it
+creates, and every worker its raylet forks later, carries that session id. The state file records each node's
+session id and the processes found in it; `stop()` and `kill_node()` signal exactly those processes. Nothing here
+calls `ray stop`, which would kill every Ray process on the machine, other tests' embedded Ray included. The cluster
+keeps its own Ray temp dir, so a plain `ray.init()` elsewhere on the machine neither finds nor joins it: only
+drivers given RAY_ADDRESS (and RAY_AUTH_MODE=token) do.
 
     eval "$(python -m cluster.local start --workers 2)"   # exports RAY_ADDRESS and RAY_AUTH_MODE
     python -m cluster.local kill worker1      # lose a node
@@ -27,6 +28,8 @@ import time
 
 import ray  # noqa: F401  (ray[default] ships psutil under ray/thirdparty_files and puts it on sys.path)
 import psutil
+
+from cluster.connect import HEAD_RESOURCE
 
 DEFAULT_STATE_DIR = os.path.join(tempfile.gettempdir(), "captcha-tune-local-cluster")
 STATE_FILE = "cluster.json"
@@ -197,19 +200,20 @@ def start(workers: int = 2, cpus_per_worker_node: int = 1, head_cpus: int = 0, s
                  temp_dir=temp_dir, nodes=[])
     _write_state(state_dir, state)
 
-    def node_args(name: str, cpus: int, gpus: int) -> list[str]:
-        return [f"--num-cpus={cpus}", f"--num-gpus={gpus}", f"--resources={json.dumps({f'node:{name}': 1})}",
+    def node_args(name: str, cpus: int, gpus: int, resources: dict | None = None) -> list[str]:
+        return [f"--num-cpus={cpus}", f"--num-gpus={gpus}", f"--resources={json.dumps({f'node:{name}': 1, **(resources or {})})}",
                 f"--temp-dir={temp_dir}", f"--object-store-memory={OBJECT_STORE_MB * 1024 * 1024}",
                 # every port its own: two raylets on one machine must not both want the defaults
                 "--min-worker-port=0", "--max-worker-port=0", f"--dashboard-agent-listen-port={_free_port()}",
                 "--disable-usage-stats"]
 
     try:
-        # 1) the head: GCS, dashboard on loopback, `head_cpus` CPUs (0: trials land on the worker nodes)
+        # 1) the head: GCS, dashboard on loopback, `head_cpus` CPUs (0: trials land on the worker nodes), and the
+        #    resource that keeps each sweep trial's own actor on it (cluster/connect.py HEAD_RESOURCE)
         _start_node(state, state_dir, "head", head_cpus,
                     ["--head", f"--port={gcs_port}", "--include-dashboard=true", "--dashboard-host=127.0.0.1",
                      f"--dashboard-port={dashboard_port}", f"--ray-client-server-port={_free_port()}",
-                     *node_args("head", head_cpus, 0)], node_env, deadline)
+                     *node_args("head", head_cpus, 0, {HEAD_RESOURCE: 1})], node_env, deadline)
         # 2) the worker nodes, one after another: each picks its socket names in the shared session
         #    folder by looking for unused ones, so two starting at once can collide
         for i in range(1, workers + 1):

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from ray.tune.search import ConcurrencyLimiter, SearchGenerator
 from ray.tune.search.optuna import OptunaSearch
 
-from search import scheduler, warm_start
+from search import scheduler, status, warm_start
 from search.space import DefineByRun, check_values, materialize, parse_space, reference_point
 from trainable import storage
 from trainable.config import TrainConfig
@@ -45,6 +45,7 @@ class SweepSettings:
     # Off: Tune can reuse a trial's actor only when its function has returned, and an ASHA-stopped trial's function
     # is still inside TorchTrainer.fit(); Tune then marks the *next* trial errored. (On saves ~2 s a trial.)
     reuse_actors: bool = False
+    mlflow: str | None = None  # MLflow tracking URI: each trial is logged as a run (results/tracking.py)
 
 
 def experiment_path(s: SweepSettings) -> str:
@@ -55,6 +56,7 @@ SEARCHERS = ("tpe", "gp", "random")
 # Settings a sweep can't change once it ran: trials made with others would not be comparable. Only num_samples
 # may grow (extend a sweep); where it runs (storage, name) and how many trials at a time may change. A warm start
 # seeds a new sweep only: a resume keeps the study it has (and sweep.json the --warm-start it started with).
+# --mlflow is not changeable: a resumed Tuner restores its pickled callbacks, so a new URI would be ignored.
 CHANGEABLE = ("storage", "name", "num_samples", "max_concurrent", "warm_start")
 FLAGS = {"time_budget_s": "time-budget"}  # setting -> its flag, where the names differ
 
@@ -126,21 +128,35 @@ def prepare_data(s: SweepSettings, exp: str) -> str:
     return path
 
 
-def run_sweep(s: SweepSettings, base: TrainConfig, space_overrides: dict | None = None, command: str = "") -> str:
-    """Launch (or resume) the sweep; returns the experiment path."""
-    from ray import tune
+@dataclass(frozen=True)
+class Prepared:
+    """What prepare_sweep settled before Ray starts (on a resume: the settings and base that sweep.json holds)."""
 
-    from cluster.connect import HEAD_NODE, check_fits, init_ray, max_concurrent_trials
+    settings: SweepSettings
+    base: TrainConfig  # data_dir: the prepared dataset
+    space: dict
+    exp: str
+    resuming: bool
+    rungs: list[int]
+    longest_warmup: int
+
+    @property
+    def state_file(self) -> str:
+        return storage.join(self.exp, STATE)
+
+
+def prepare_sweep(s: SweepSettings, base: TrainConfig, space_overrides: dict | None = None) -> Prepared:
+    """Everything that needs no Ray, so that a bad flag, range or storage is one line and nothing started: the
+    searcher and space, the storage (from the driver), a resume, extension or warm start, and the data."""
     from cluster.storage_check import check_storage
-    from search.trial import run_trial
 
-    if s.searcher not in SEARCHERS:  # before Ray starts
+    if s.searcher not in SEARCHERS:
         raise UserError(f"unknown searcher {s.searcher!r}; use one of {', '.join(SEARCHERS)}")
     fractions = parse_space(space_overrides)
-    space = materialize(fractions, base.max_steps)  # bad bounds fail before Ray starts
+    space = materialize(fractions, base.max_steps)  # bad bounds fail here
     check_values(space, base)  # ... and so do values no trial could train with
     exp = experiment_path(s)
-    check_storage(exp)  # from the driver, before anything reads it: unreachable storage is one line, not a traceback
+    check_storage(exp)  # before anything reads it: unreachable storage is one line, not a traceback
     state_file = storage.join(exp, STATE)
     resuming = storage.exists(state_file)
     if resuming:
@@ -154,7 +170,7 @@ def run_sweep(s: SweepSettings, base: TrainConfig, space_overrides: dict | None 
             print(f"--warm-start {s.warm_start} ignored: it seeds a new sweep, and {exp} continues with its own history", flush=True)
         s = SweepSettings(**{**saved["settings"], "max_concurrent": s.max_concurrent})
         base = TrainConfig.from_dict(saved["base"])
-    elif s.warm_start:  # before Ray starts: a missing or unreadable EXP is one line; then seed before the first trial
+    elif s.warm_start:  # a missing or unreadable earlier experiment is one line; the study is seeded before the first trial
         url = warm_start.study_url(exp, s.optuna_storage)
         if url is None:
             raise UserError("--warm-start needs --optuna-storage or a local --storage: an s3:// sweep without one keeps its study in memory")
@@ -163,46 +179,89 @@ def run_sweep(s: SweepSettings, base: TrainConfig, space_overrides: dict | None 
         print(seeds.message(already=not added), flush=True)
     base = base.replace(data_dir=prepare_data(s, exp))
     longest_warmup = int(space["warmup_steps"].high) if "warmup_steps" in space else base.warmup_steps
-    rung_steps = scheduler.rungs(base.max_steps, base.eval_every, longest_warmup)
+    return Prepared(s, base, space, exp, resuming, scheduler.rungs(base.max_steps, base.eval_every, longest_warmup), longest_warmup)
 
-    init_ray()
-    check_fits(s.workers_per_trial, s.cpus_per_worker, s.gpus_per_worker)
-    check_storage(exp)  # writable from the driver and every node, before any trial runs
-    concurrent = s.max_concurrent or max_concurrent_trials(s.workers_per_trial, s.cpus_per_worker, s.gpus_per_worker)
-    reference = reference_point(space, base.max_steps, base)
-    if not resuming:
-        storage.write_text(state_file, json.dumps(dict(
-            settings=dataclasses.asdict(s), base=base.to_dict(), space=space_json(space),
-            reference=reference, rungs=rung_steps, command=command, created=time.time()), indent=2))
 
-    print(scheduler.rung_plan(base.max_steps, base.eval_every, longest_warmup, s.num_samples) if s.scheduler == "asha"
-          else "no early stopping: every trial runs to max_steps", flush=True)
-    print(f"{s.num_samples} trials x {s.workers_per_trial} workers, {concurrent} at a time; experiment {exp}", flush=True)
-    quiet_divergence()
+def build_tuner(p: Prepared, reference: dict, concurrent: int):
+    """The Tuner: Optuna proposes (at most `concurrent` trials at a time), ASHA prunes, each trial is a Train run.
+    A sweep that ran before is restored from its experiment state instead."""
+    from ray import tune
 
+    from cluster.connect import on_head
+    from search.trial import run_trial
+
+    s, base = p.settings, p.base
     run = dict(workers=s.workers_per_trial, gpus_per_worker=s.gpus_per_worker, cpus_per_worker=s.cpus_per_worker,
-               storage=storage.join(exp, "train"))
+               storage=storage.join(p.exp, "train"))
     # The trial itself holds no CPU: its Train workers do (a CPU here would starve a 2-worker trial on 2 CPUs).
     # It runs on the head node, and so does its Train controller (placed beside it): a lost worker node then
     # costs a trial a restart from its checkpoint, never the trial (Tune does not retry a lost trial actor).
-    trainable = tune.with_resources(tune.with_parameters(run_trial, base=base.to_dict(), run=run), {"cpu": 0, HEAD_NODE: 0.001})
-    if resuming and tune.Tuner.can_restore(exp):
-        print(f"resuming {exp}", flush=True)
-        tuner = tune.Tuner.restore(exp, trainable=trainable, resume_unfinished=True, resume_errored=False)
+    trainable = tune.with_parameters(run_trial, base=base.to_dict(), run=run, exp=p.exp)
+    trainable = tune.with_resources(trainable, {"cpu": 0, **on_head()})
+    if p.resuming and tune.Tuner.can_restore(p.exp):
+        print(f"resuming {p.exp}", flush=True)
+        return tune.Tuner.restore(p.exp, trainable=trainable, resume_unfinished=True, resume_errored=False)
+
+    # A total that can grow: ExtendableSearch reads it from sweep.json when a later command restores the sweep.
+    search = ExtendableSearch(ConcurrencyLimiter(build_searcher(s, p.space, reference, p.exp), max_concurrent=concurrent), p.state_file)
+    asha = None
+    if s.scheduler == "asha" and p.rungs:
+        asha = scheduler.build_asha(base.max_steps, p.rungs, p.exp)
+    callbacks = []
+    if s.mlflow:
+        from results.tracking import sweep_callbacks
+
+        callbacks = sweep_callbacks(s.mlflow, s.name)
+    return tune.Tuner(
+        trainable,
+        tune_config=tune.TuneConfig(search_alg=search, scheduler=asha, num_samples=s.num_samples,
+                                    time_budget_s=s.time_budget_s or None, reuse_actors=s.reuse_actors),
+        run_config=tune.RunConfig(name=s.name, storage_path=storage.normalize(s.storage), verbose=1, callbacks=callbacks,
+                                  failure_config=tune.FailureConfig(max_failures=0)),
+    )
+
+
+def run_sweep(s: SweepSettings, base: TrainConfig, space_overrides: dict | None = None, command: str = "") -> str:
+    """Launch (or resume) the sweep; returns the experiment path."""
+    from cluster.connect import check_fits, init_ray, max_concurrent_trials, node_resources
+    from cluster.storage_check import check_storage
+
+    # [1] Prepare the experiment before Ray starts: searcher, space, storage, resume/extend/warm start, data.
+    p = prepare_sweep(s, base, space_overrides)
+    s, base, exp = p.settings, p.base, p.exp
+
+    # [2] Start Ray or join the cluster in RAY_ADDRESS; check that a trial fits and every node can use the storage.
+    init_ray()
+    check_fits(s.workers_per_trial, s.cpus_per_worker, s.gpus_per_worker)
+    if len(node_resources()) > 1:  # with one node, this driver runs on it (embedded Ray, a job on a lone head): [1] checked it
+        check_storage(exp)
+    concurrent = s.max_concurrent or max_concurrent_trials(s.workers_per_trial, s.cpus_per_worker, s.gpus_per_worker)
+
+    # [3] Record the sweep for later commands (resume, extend, results), and say what will run.
+    reference = reference_point(p.space, base.max_steps, base)
+    if not p.resuming:
+        storage.write_text(p.state_file, json.dumps(dict(
+            settings=dataclasses.asdict(s), base=base.to_dict(), space=space_json(p.space),
+            reference=reference, rungs=p.rungs, command=command, created=time.time()), indent=2))
+    if s.scheduler == "asha":
+        print(scheduler.rung_plan(base.max_steps, base.eval_every, p.longest_warmup, s.num_samples), flush=True)
     else:
-        # The searcher: Optuna's proposals, at most `concurrent` at a time, with a total that can grow (see ExtendableSearch).
-        search = ExtendableSearch(ConcurrencyLimiter(build_searcher(s, space, reference, exp), max_concurrent=concurrent), state_file)
-        tuner = tune.Tuner(
-            trainable,
-            tune_config=tune.TuneConfig(
-                search_alg=search,
-                scheduler=scheduler.build_asha(base.max_steps, rung_steps) if s.scheduler == "asha" and rung_steps else None,
-                num_samples=s.num_samples, time_budget_s=s.time_budget_s or None, reuse_actors=s.reuse_actors,
-            ),
-            run_config=tune.RunConfig(name=s.name, storage_path=storage.normalize(s.storage), verbose=1,
-                                      failure_config=tune.FailureConfig(max_failures=0)),
-        )
-    tuner.fit()
+        print("no early stopping: every trial runs to max_steps", flush=True)
+    print(f"{s.num_samples} trials x {s.workers_per_trial} workers, {concurrent} at a time; experiment {exp}", flush=True)
+    quiet_divergence()
+
+    # [4] Build the Tuner and run it.
+    tuner = build_tuner(p, reference, concurrent)
+    started = time.monotonic()
+    results = tuner.fit()
+
+    # [5] The trials that were still running when the time budget ran out: recorded as stopped by it. Tune saw no
+    # error in them; an `errored` record is the trial's function seeing its Train run torn down by that stop.
+    if s.time_budget_s and time.monotonic() - started >= s.time_budget_s:
+        for r in results:
+            last = r.metrics or {}
+            if r.error is None and "trial_id" in last and status.read(exp, last["trial_id"])["kind"] in ("running", "errored"):
+                status.record(exp, last["trial_id"], "budget", last.get("step"))
     return exp
 
 

@@ -21,6 +21,7 @@ import pytest
 import yaml
 
 from cluster import local
+from cluster.connect import HEAD_RESOURCE
 from cluster.storage_check import StorageError, _error, _probe, check_storage
 
 import psutil  # after `cluster.local`, which imports ray, whose vendored psutil this is
@@ -54,6 +55,7 @@ def test_aws_launcher_config_has_the_required_keys():
     types = cfg["available_node_types"]
     head = types[cfg["head_node_type"]]
     assert head["resources"].get("CPU") == 0 and head["resources"].get("GPU", 0) == 0, "trials must not land on the head"
+    assert head["resources"].get(HEAD_RESOURCE) == 1, "trial actors are pinned to the head"
     gpu_types = [t for name, t in types.items() if name != cfg["head_node_type"]]
     assert gpu_types and all(4 <= t["resources"]["GPU"] <= 8 and t["min_workers"] == 0 for t in gpu_types)
     setup = " ".join(cfg["setup_commands"])
@@ -69,6 +71,7 @@ def test_kuberay_manifests_have_the_required_keys():
     assert (job["apiVersion"], job["kind"]) == ("ray.io/v1", "RayJob")
     for spec in (cluster["spec"], job["spec"]["rayClusterSpec"]):
         assert spec["headGroupSpec"]["serviceType"] == "ClusterIP"
+        assert json.loads(json.loads(spec["headGroupSpec"]["rayStartParams"]["resources"])) == {HEAD_RESOURCE: 1}
         worker = spec["workerGroupSpecs"][0]["template"]["spec"]["containers"][0]
         assert int(worker["resources"]["limits"]["nvidia.com/gpu"]) >= 1
     argv = shlex.split(job["spec"]["entrypoint"])
@@ -198,7 +201,7 @@ def cluster(s3, tmp_path_factory):
 DRIVER = r"""
 import json, sys
 import ray
-from cluster.connect import init_ray
+from cluster.connect import HEAD_RESOURCE, init_ray, on_head
 from cluster.storage_check import StorageError, check_storage
 
 good, missing, deny = sys.argv[1:4]
@@ -213,11 +216,16 @@ init_ray()  # RAY_ADDRESS (and RAY_AUTH_MODE) from the environment
 alive = [n for n in ray.nodes() if n["Alive"]]
 out = dict(alive=len(alive), cpus=ray.cluster_resources().get("CPU", 0),
            names=sorted(k for n in alive for k in n["Resources"] if k in ("node:head", "node:worker1", "node:worker2")),
-           checked=check_storage(good), missing=error(missing))
+           checked=check_storage(good), missing=error(missing),
+           pinned=[k for n in alive for k in ("node:head", "node:worker1", "node:worker2") if k in n["Resources"] and HEAD_RESOURCE in n["Resources"]],
+           on_head=on_head())
 ray.shutdown()
 # the driver keeps the good endpoint; tasks on the nodes get one that refuses every request
 ray.init(logging_level="ERROR", log_to_driver=False, runtime_env={"env_vars": {"AWS_ENDPOINT_URL": deny}})
 out["denied"] = error(good)
+ray.shutdown()
+ray.init(address="local", num_cpus=1, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+out["plain_on_head"] = on_head()  # a Ray started without the head's resource: no pinning, one warning line
 print(json.dumps(out))
 """
 
@@ -229,7 +237,7 @@ def driver_report(cluster, s3):
     args = [sys.executable, "-c", DRIVER, f"s3://{BUCKET}/runs", "s3://no-such-bucket/runs", s3["deny"]]
     out = subprocess.run(args, env=env, cwd=REPO, capture_output=True, text=True, timeout=150)
     assert out.returncode == 0, out.stderr[-3000:]
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return dict(json.loads(out.stdout.strip().splitlines()[-1]), stderr=out.stderr)
 
 
 def test_local_cluster_has_a_cpu_less_head_and_two_worker_nodes(cluster, driver_report):
@@ -237,6 +245,9 @@ def test_local_cluster_has_a_cpu_less_head_and_two_worker_nodes(cluster, driver_
     assert [n["name"] for n in cluster["nodes"]] == ["head", "worker1", "worker2"]
     assert driver_report["alive"] == 3 and driver_report["cpus"] == 2
     assert driver_report["names"] == ["node:head", "node:worker1", "node:worker2"]
+    # the head alone declares the resource that pins a trial's actor to it; elsewhere the sweep warns and runs unpinned
+    assert driver_report["pinned"] == ["node:head"] and driver_report["on_head"] == {"captcha_tune_head": 0.001}
+    assert driver_report["plain_on_head"] == {} and driver_report["stderr"].count("no node declares the captcha_tune_head") == 1
 
 
 def test_storage_check_runs_on_every_node_and_names_the_one_that_fails(driver_report):

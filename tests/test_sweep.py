@@ -1,16 +1,27 @@
 """The sweep on real Ray (2 CPUs, 2 gloo workers per trial): TPE + ASHA, the reference config first,
-checkpoints per trial, worker-failure retry from a checkpoint, divergence recorded, impossible requests refused."""
+checkpoints per trial, how each trial ended recorded (search/status.py), worker-failure retry from a checkpoint,
+divergence recorded with its step, impossible requests refused."""
 
 import os
+import sys
 import time
 
 import pytest
+import ray.cloudpickle
+import ray.train
 
 from conftest import TINY, cli
 from results.experiment import best_in_hindsight, leaderboard, load, load_sweep
+from search import status
 from search.space import REFERENCE
 from search.sweep import SweepSettings, run_sweep
 from trainable.config import TrainConfig
+from trainable.driver import RunSettings, run_training
+from trainable.worker import train_fn_per_worker
+
+# Train's workers can't import this module by name (pytest puts tests/ on the driver's sys.path only): they get
+# its functions by value.
+ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -37,8 +48,16 @@ def test_sweep_reference_first_asha_stops_some_checkpoints(easy_data, tmp_path):
     assert sw["reference"]["peak_lr"] == REFERENCE["peak_lr"] and sw["reference"]["focal_gamma"] == 2.0
     ref = trials[(trials["peak_lr"] == 1e-3) & (trials["focal_gamma"] == 2.0) & (trials["focal_pos_weight"] == 3.0)]
     assert len(ref) == 1, "the original config was evaluated"
-    assert trials["steps_run"].nunique() > 1 and trials["status"].str.startswith("stopped by ASHA").any()
+    assert trials["steps_run"].nunique() > 1 and (trials["status"] == "asha").any()
     assert (trials["status"] == "completed").any() and trials["steps_run"].max() == TINY["max_steps"]
+    # every trial's end is recorded where it happened: ASHA's stops at a rung, the trial's own completion
+    ends = {tid: status.read(exp, tid) for tid in trials["trial_id"]}
+    assert all(os.path.exists(os.path.join(exp, status.FOLDER, f"{tid}.json")) for tid in ends)
+    assert {e["kind"] for e in ends.values()} == {"asha", "completed"}, ends
+    assert all(e["step"] in sw["rungs"] for e in ends.values() if e["kind"] == "asha"), (ends, sw["rungs"])
+    assert all(e["step"] == TINY["max_steps"] for e in ends.values() if e["kind"] == "completed"), ends
+    if ref["steps_run"].item() == TINY["max_steps"]:
+        assert ends[ref["trial_id"].item()]["kind"] == "completed"
     for tid in trials["trial_id"]:
         ckpts = [d for d in os.listdir(os.path.join(exp, "train", tid)) if d.startswith("checkpoint_")]
         assert ckpts, f"trial {tid} has no checkpoint"
@@ -49,24 +68,37 @@ def test_sweep_reference_first_asha_stops_some_checkpoints(easy_data, tmp_path):
     assert board.iloc[0]["best_val_full_match"] == trials["best_val_full_match"].max() and len(board) == 6
 
 
-def test_worker_failure_is_retried_from_checkpoint(easy_data, tmp_path):
-    exp = sweep(tmp_path, easy_data, "fault", 1, base=dict(fail_once_at_step=25), scheduler="none")
-    trials, history = load(exp)
-    assert trials["status"].tolist() == ["completed"]
-    assert history["step"].max() == TINY["max_steps"]
-    # after the death at step 25 the run resumed from its latest registered checkpoint (step 10 or 20:
-    # Train registers reports every couple of seconds, and step 20 may be only 0.3 s old), not from zero
-    from ray.tune import ExperimentAnalysis
+def train_fn_dies_once(config: dict):
+    """The real per-worker loop, except that on a fresh start rank 0 dies (as a killed process would) 3 s after its
+    first checkpointed report: Train, which collects reports every 2 s, has registered that checkpoint by then."""
+    fresh, report = ray.train.get_checkpoint() is None, ray.train.report
 
-    last = ExperimentAnalysis(exp).trials[0].last_result
-    assert last["start_step"] in (10, 20)
+    def report_then_die(metrics, checkpoint=None, **kw):
+        report(metrics, checkpoint=checkpoint, **kw)
+        if fresh and checkpoint is not None:  # only rank 0 reports a checkpoint
+            time.sleep(3)
+            os._exit(17)
+
+    ray.train.report = report_then_die  # this worker process's own ray.train, which train_fn_per_worker calls
+    return train_fn_per_worker(config)
+
+
+def test_worker_failure_is_retried_from_checkpoint(easy_data, tmp_path):
+    run = RunSettings(workers=2, storage=str(tmp_path), name="fault")
+    summary = run_training(TrainConfig(**TINY, data_dir=easy_data), run, train_fn=train_fn_dies_once)
+    # the group restarted from the checkpoint of the first evaluation, not from zero, and finished
+    assert summary["final_metrics"]["start_step"] == TINY["eval_every"]
+    assert summary["final_metrics"]["step"] == TINY["max_steps"] and summary["best_checkpoint"]
 
 
 def test_diverging_trials_are_recorded_and_the_sweep_goes_on(easy_data, tmp_path):
     exp = sweep(tmp_path, easy_data, "nan", 2, overrides={"peak_lr": {"low": 1e29, "high": 1e30}}, scheduler="none")
     trials, _ = load(exp)
-    assert len(trials) == 2
-    assert all(s.startswith("errored") and "diverged" in s for s in trials["status"]), trials["status"].tolist()
+    assert len(trials) == 2 and (trials["status"] == "diverged").all(), trials["status"].tolist()
+    for tid in trials["trial_id"]:  # the step travels as data, not parsed back from the sentence
+        end = status.read(exp, tid)
+        assert end["kind"] == "diverged" and end["step"] % TINY["eval_every"] == 0 and end["step"] > 0, end
+        assert end["reason"].startswith("diverged: train loss") and f"at step {end['step']} " in end["reason"], end
 
 
 def test_impossible_request_fails_fast_with_what_exists(easy_data, tmp_path):

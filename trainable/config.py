@@ -44,8 +44,6 @@ class TrainConfig:
     eval_every: int = setting(2000, "steps between validation passes (each one reports and checkpoints)")
     patience: int = setting(0, "stop after this many evaluations past warmup without a better val_score (0 = never)")
     seed: int = setting(0, "seed of weights init and batch order")
-    # --- for tests only
-    fail_once_at_step: int = setting(0, "test fault injection: rank 0 dies once at this step on a fresh start (0 = off)")
 
     def __post_init__(self):
         problems = []

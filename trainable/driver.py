@@ -31,9 +31,10 @@ class RunSettings:
     max_failures: int = 2  # worker-failure restarts from the last checkpoint
 
 
-def build_trainer(cfg: TrainConfig, run: RunSettings, callbacks=()) -> TorchTrainer:
+def build_trainer(cfg: TrainConfig, run: RunSettings, callbacks=(), train_fn=train_fn_per_worker) -> TorchTrainer:
+    """train_fn: the per-worker loop (tests pass one that wraps it, e.g. to kill a worker)."""
     return TorchTrainer(
-        train_fn_per_worker,
+        train_fn,
         train_loop_config=cfg.to_dict(),
         scaling_config=ray.train.ScalingConfig(
             num_workers=run.workers, use_gpu=run.gpus_per_worker > 0,
@@ -51,12 +52,13 @@ def build_trainer(cfg: TrainConfig, run: RunSettings, callbacks=()) -> TorchTrai
     )
 
 
-def run_training(cfg: TrainConfig, run: RunSettings, callbacks=()) -> dict:
-    """Train to the end (or early stop) and write `summary.json` in the run folder; returns it."""
+def run_training(cfg: TrainConfig, run: RunSettings, callbacks=(), train_fn=train_fn_per_worker) -> dict:
+    """Train to the end (or early stop) and write `summary.json` in the run folder; returns it.
+    Raises DivergedError (with its .step) when the workers ended the run on a NaN/inf loss."""
     cfg = cfg.replace(data_dir=storage.normalize(cfg.data_dir))  # workers run in other folders
-    result = build_trainer(cfg, run, callbacks).fit()
-    if result.return_value:  # the workers' reason for ending early
-        raise DivergedError(result.return_value)
+    result = build_trainer(cfg, run, callbacks, train_fn).fit()
+    if result.return_value:  # the workers ended early: dict(step, reason) of a divergence
+        raise DivergedError(result.return_value["reason"], step=result.return_value["step"])
     best_ckpt, best_metrics = max(result.best_checkpoints or [], key=lambda cm: cm[1][METRIC], default=(None, {}))
     run_path = storage.as_uri(result.path, run.storage)  # Ray's paths lack the scheme of an s3:// storage
     summary = dict(

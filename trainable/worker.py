@@ -26,7 +26,14 @@ from trainable.step import CaptchaArrays, all_sum, evaluate, memory_format, trai
 
 
 class DivergedError(UserError):
-    """The loss became NaN/inf: this config's learning rate is too high for it."""
+    """The loss became NaN/inf: this config's learning rate is too high for it. `step`: where it happened."""
+
+    def __init__(self, reason: str, step: int | None = None):
+        super().__init__(reason)
+        self.step = step
+
+    def __reduce__(self):  # crosses process boundaries (Tune's trial actor -> driver) with its step
+        return type(self), (str(self), self.step)
 
 
 def quiet_report_logs() -> None:
@@ -36,8 +43,8 @@ def quiet_report_logs() -> None:
     logging.getLogger(context.__file__).setLevel(logging.WARNING)
 
 
-def train_fn_per_worker(config: dict) -> str | None:
-    """Returns None, or why the run ended early (divergence)."""
+def train_fn_per_worker(config: dict) -> dict | None:
+    """Returns None, or why the run ended early: dict(step, reason) of a divergence."""
     cfg = TrainConfig.from_dict(config)  # typos fail here, before any compute
     quiet_report_logs()
     ctx = ray.train.get_context()
@@ -66,9 +73,7 @@ def train_fn_per_worker(config: dict) -> str | None:
             state = checkpoint.load(d)
         bare.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
-        step, m = state["step"], state["metrics"]
-        best_full, evals_since_best, train_seconds = m["best_val_full_match"], m["evals_since_best"], m["train_seconds"]
-        best = m.get("best_val_score", -1.0)  # checkpoints from before patience counted val_score lack it
+        step, (best, best_full, evals_since_best, train_seconds) = state["step"], checkpoint.loop_state(state)  # checkpoint.LOOP's order
     start_step = step
 
     # [4] train: step-based, evaluate every eval_every steps and at the end
@@ -83,8 +88,6 @@ def train_fn_per_worker(config: dict) -> str | None:
             loss_sum += train_step(model, optimizer, images.to(memory_format=memory_format(device)), targets, cfg, lr, strength)
             n_loss += 1
             step += 1
-            if step == cfg.fail_once_at_step and start_step == 0 and rank == 0:
-                os._exit(17)  # injected worker death (tests): Train restarts the group from the last checkpoint
             if step % cfg.eval_every and step < cfg.max_steps:
                 continue
 
@@ -94,7 +97,7 @@ def train_fn_per_worker(config: dict) -> str | None:
             train_seconds += interval
             if not math.isfinite(train_loss):  # report it and end cleanly: retrying a divergence only repeats it
                 ray.train.report(dict(step=step, lr=lr, train_loss=train_loss, val_full_match=0.0, val_score=WORST, diverged=1.0))
-                return f"diverged: train loss {train_loss} at step {step} with peak_lr={cfg.peak_lr:g}; lower peak_lr"
+                return dict(step=step, reason=f"diverged: train loss {train_loss} at step {step} with peak_lr={cfg.peak_lr:g}; lower peak_lr")
             metrics = evaluate(model, val_x, val_y, cfg, device, rank, world)
             improved = metrics[METRIC] > best
             best, best_full = max(best, metrics[METRIC]), max(best_full, metrics["val_full_match"])
@@ -105,7 +108,8 @@ def train_fn_per_worker(config: dict) -> str | None:
             stop = step >= cfg.max_steps or (cfg.patience and evals_since_best >= cfg.patience)
             with tempfile.TemporaryDirectory() as tmp:
                 if rank == 0:
-                    checkpoint.save(tmp, bare, optimizer, step, cfg, meta, metrics)
+                    checkpoint.save(tmp, bare, optimizer, step, cfg, meta, metrics, best_val_score=best, best_val_full_match=best_full,
+                                    evals_since_best=evals_since_best, train_seconds=train_seconds)
                 ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp) if rank == 0 else None)
             loss_sum, n_loss, t0 = torch.zeros((), device=device), 0, time.perf_counter()
             if stop:
