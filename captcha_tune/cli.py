@@ -24,13 +24,6 @@ def main(argv=None) -> None:
         sys.exit(130)
     except (UserError, FileNotFoundError) as e:  # user errors: one line, no traceback
         fail(e)
-    except ValueError as e:
-        # A plain ValueError is still taken as a user error: many checks of flags and settings (TrainConfig's
-        # among them) raise it with a message meant for the user. Its subclasses that are not UserError
-        # (a library's own error classes, e.g. a broken Parquet or pickle) are bugs: they keep their traceback.
-        if type(e) is not ValueError:
-            raise
-        fail(e)
 
 
 def fail(e: Exception) -> None:

@@ -26,10 +26,11 @@ import sys
 import tempfile
 import time
 
-import ray  # noqa: F401  (ray[default] ships psutil under ray/thirdparty_files and puts it on sys.path)
 import psutil
+import ray  # noqa: F401  (ray[default] ships psutil under ray/thirdparty_files and puts it on sys.path)
 
 from cluster.connect import HEAD_RESOURCE
+from trainable.errors import UserError
 
 DEFAULT_STATE_DIR = os.path.join(tempfile.gettempdir(), "captcha-tune-local-cluster")
 STATE_FILE = "cluster.json"
@@ -240,7 +241,7 @@ def kill_node(state_dir: str, name: str) -> list[int]:
         raise RuntimeError(f"no local cluster recorded in {state_dir}")
     node = next((n for n in state["nodes"] if n["name"] == name), None)
     if node is None:
-        raise ValueError(f"no node {name!r} in {state_dir}; nodes: {[n['name'] for n in state['nodes']]}")
+        raise UserError(f"no node {name!r} in {state_dir}; nodes: {[n['name'] for n in state['nodes']]}")
     procs = _recorded(node)
     left = _signal_all(procs, signal.SIGKILL, grace_s=5)
     if left:

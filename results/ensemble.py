@@ -104,7 +104,7 @@ def export_ensemble(members: list[tuple[str, dict]], out, source: str | None = N
     if not members:
         raise UserError("an ensemble needs at least one member")
     if Path(out).is_dir():  # before the slow part; save_program checks again
-        raise ValueError(f"{out} is a folder; give the file to write, e.g. {Path(out) / 'ensemble.pt2'}")
+        raise UserError(f"{out} is a folder; give the file to write, e.g. {Path(out) / 'ensemble.pt2'}")
     loaded = [(checkpoint.load_model(file), file, origin) for file, origin in members]
     (_, first), first_file, _ = loaded[0]
     for (_, state), file, origin in loaded[1:]:

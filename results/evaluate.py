@@ -10,6 +10,7 @@ import torch
 from results.predict import read_parquet
 from trainable.charset import encode
 from trainable.data import check_labels_fit, split_files
+from trainable.errors import UserError
 from trainable.loss import match_counts
 
 SHOW_PAD = "␣"  # how the pad symbol appears in confusions
@@ -24,17 +25,17 @@ def load_rows(data, split: str = "val") -> list[tuple[str, object, str]]:
     files = [data] if data.is_file() else split_files(data, split)
     rows = [row for f in files for row in read_parquet(f)]
     if not rows:
-        raise ValueError(f"{data} holds no images")
+        raise UserError(f"{data} holds no images")
     unlabelled = next((name for name, _, label in rows if label is None), None)
     if unlabelled:
-        raise ValueError(f"{unlabelled} has no label; evaluation needs a 'label' column")
+        raise UserError(f"{unlabelled} has no label; evaluation needs a 'label' column")
     return rows
 
 
 def evaluate(predictor, rows) -> dict:
     """Metrics of `predictor` on (name, RGB, label) rows; char_acc counts every position up to max_len."""
     if not rows:
-        raise ValueError("nothing to evaluate: no labelled images")
+        raise UserError("nothing to evaluate: no labelled images")
     charset, max_len = predictor.charset, predictor.max_len
     labels = [label for _, _, label in rows]
     check_labels_fit(labels, charset, max_len)

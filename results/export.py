@@ -34,6 +34,7 @@ import torch
 from torch import nn
 
 from trainable.checkpoint import load_model
+from trainable.errors import UserError
 from trainable.loss import decode_indices
 from trainable.preprocess import to_model_input
 
@@ -86,7 +87,7 @@ def export_model(checkpoint_file, out, origin: dict | None = None) -> Path:
     """Write the checkpoint as a standalone .pt2 at `out` (atomically: a failed export leaves nothing)."""
     out = Path(out)
     if out.is_dir():
-        raise ValueError(f"{out} is a folder; give the file to write, e.g. {out / 'model.pt2'}")
+        raise UserError(f"{out} is a folder; give the file to write, e.g. {out / 'model.pt2'}")
     model, state = load_model(checkpoint_file)
     cfg = state["config"]
     ep, input_spec = export_program(RawImageModel(model, cfg["img_height"], cfg["img_width"], state["max_len"]).eval())
@@ -99,7 +100,7 @@ def save_program(ep: torch.export.ExportedProgram, meta: dict, out) -> Path:
     as a plain file would be; the single export and the ensemble (results/ensemble.py) both end here."""
     out = Path(out)
     if out.is_dir():
-        raise ValueError(f"{out} is a folder; give the file to write, e.g. {out / 'model.pt2'}")
+        raise UserError(f"{out} is a folder; give the file to write, e.g. {out / 'model.pt2'}")
     out.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
     try:

@@ -13,6 +13,7 @@ import torch
 
 from results.export import META_FILE, RawImageModel, describe
 from trainable.charset import decode
+from trainable.errors import UserError
 from trainable.importer import IMAGE_EXTS
 from trainable.preprocess import decode_image
 from trainable.storage import is_uri
@@ -44,7 +45,7 @@ class Predictor:
         logits, indices = None, torch.zeros(len(images), self.max_len, dtype=torch.int64)
         for shape, idx in by_size.items():
             if self.fixed_size and shape[:2] != self.fixed_size:
-                raise ValueError(f"this model was exported for {self.fixed_size[1]}x{self.fixed_size[0]} images only, got {shape[1]}x{shape[0]}")
+                raise UserError(f"this model was exported for {self.fixed_size[1]}x{self.fixed_size[0]} images only, got {shape[1]}x{shape[0]}")
             for k in range(0, len(idx), BATCH):
                 sel = idx[k : k + BATCH]
                 out, ind = self.forward(torch.from_numpy(np.stack([images[i] for i in sel])))
@@ -66,7 +67,7 @@ class Predictor:
 def as_rgb(a) -> np.ndarray:
     a = np.asarray(a)
     if a.dtype != np.uint8 or a.ndim != 3 or a.shape[2] != 3:
-        raise ValueError(f"images must be uint8 RGB arrays [H, W, 3], got {a.dtype} {list(a.shape)}")
+        raise UserError(f"images must be uint8 RGB arrays [H, W, 3], got {a.dtype} {list(a.shape)}")
     return a
 
 
@@ -92,9 +93,9 @@ def load_predictor(path) -> Predictor:
 def load_exported(path: Path) -> Predictor:
     names = zip_names(path)  # check before torch.export.load, which logs a traceback on foreign files
     if not is_exported(names):
-        raise ValueError(f"{path} is not a torch.export archive; {EXPECTED}")
+        raise UserError(f"{path} is not a torch.export archive; {EXPECTED}")
     if not any(n.endswith(f"/extra/{META_FILE}") for n in names):
-        raise ValueError(f"{path} is a torch.export archive without {META_FILE}, so not made by captcha-tune; {EXPECTED}")
+        raise UserError(f"{path} is a torch.export archive without {META_FILE}, so not made by captcha-tune; {EXPECTED}")
     extra = {META_FILE: ""}
     module = torch.export.load(path, extra_files=extra).module()
     meta = json.loads(extra[META_FILE])
@@ -119,7 +120,7 @@ def read_file(path: Path) -> tuple[str, np.ndarray, None]:
     try:
         return str(path), decode_image(path.read_bytes()), None
     except ValueError as e:
-        raise ValueError(f"{path}: {e}") from None
+        raise UserError(f"{path}: {e}") from None
 
 
 def read_parquet(path: Path) -> list[tuple[str, np.ndarray, str | None]]:
@@ -130,9 +131,9 @@ def read_parquet(path: Path) -> list[tuple[str, np.ndarray, str | None]]:
     try:
         columns = pq.read_schema(path).names
     except pa.ArrowException as e:
-        raise ValueError(f"{path} is not a readable Parquet file ({e})") from None
+        raise UserError(f"{path} is not a readable Parquet file ({e})") from None
     if "image" not in columns:
-        raise ValueError(f"{path} has no 'image' column (it has {columns}); expected encoded images in 'image', labels in 'label'")
+        raise UserError(f"{path} has no 'image' column (it has {columns}); expected encoded images in 'image', labels in 'label'")
     table = pq.read_table(path, columns=["image"] + (["label"] if "label" in columns else [])).to_pydict()
     labels = table.get("label", [None] * len(table["image"]))
     rows = []
@@ -140,7 +141,7 @@ def read_parquet(path: Path) -> list[tuple[str, np.ndarray, str | None]]:
         try:
             rows.append((f"{path}:{i}", decode_image(blob), label))
         except ValueError as e:
-            raise ValueError(f"{path} row {i}: {e}") from None
+            raise UserError(f"{path} row {i}: {e}") from None
     return rows
 
 
@@ -154,7 +155,7 @@ def read_images(inputs) -> list[tuple[str, np.ndarray, str | None]]:
         if path.is_dir():
             files = [p for p in sorted(path.iterdir()) if p.is_file() and p.suffix.lower() in IMAGE_EXTS]
             if not files:
-                raise ValueError(f"{path} holds no images ({' '.join(sorted(IMAGE_EXTS))}); pass Parquet files by name")
+                raise UserError(f"{path} holds no images ({' '.join(sorted(IMAGE_EXTS))}); pass Parquet files by name")
             rows += [read_file(p) for p in files]
         elif path.suffix.lower() == ".parquet":
             rows += read_parquet(path)

@@ -1,6 +1,6 @@
-"""The CLI's edge: a UserError, a FileNotFoundError or a plain ValueError is one line `error: ...` and exit 2;
-any other exception (a ValueError subclass that is not a UserError included) is a bug and keeps its
-traceback; the test-only fault injection flag is not offered on the command line."""
+"""The CLI's edge: a UserError or a FileNotFoundError is one line `error: ...` and exit 2; any other exception
+(a plain ValueError and a library's ValueError subclass included) is a bug and keeps its traceback; settings
+that cannot work are UserErrors from the real command line; the test-only fault injection flag is not offered."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ class LibraryError(ValueError):
     """Stands for a library's own ValueError subclass (a bug of ours or theirs, not the user's)."""
 
 
-@pytest.mark.parametrize("error", [UserError("bad --bound"), FileNotFoundError("no sweep at x"), ValueError("loss must be 'focal' or 'ce'")])
+@pytest.mark.parametrize("error", [UserError("bad --bound"), FileNotFoundError("no sweep at x")])
 def test_user_errors_are_one_line(monkeypatch, capsys, error):
     def run(args):
         raise error
@@ -26,7 +26,7 @@ def test_user_errors_are_one_line(monkeypatch, capsys, error):
     assert capsys.readouterr().err == f"error: {error}\n"
 
 
-@pytest.mark.parametrize("error", [LibraryError("internal"), RuntimeError("internal"), KeyError("k")])
+@pytest.mark.parametrize("error", [ValueError("internal"), LibraryError("internal"), RuntimeError("internal"), KeyError("k")])
 def test_other_errors_keep_their_traceback(monkeypatch, error):
     def run(args):
         raise error
@@ -39,3 +39,11 @@ def test_fault_injection_is_not_a_flag(capsys):
     with pytest.raises(SystemExit):
         main(["train", "--help"])
     assert "fail-once" not in capsys.readouterr().out
+
+
+def test_a_setting_that_cannot_work_is_one_line_before_ray(capsys, tmp_path):
+    with pytest.raises(SystemExit) as e:
+        main(["train", "--data-dir", str(tmp_path), "--loss", "xx"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "loss" in err and err.count("\n") == 1, err

@@ -9,6 +9,8 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
+from trainable.errors import UserError
+
 
 def setting(default, help: str):
     return field(default=default, metadata={"help": help})
@@ -71,14 +73,14 @@ class TrainConfig:
         if not 0 < self.min_lr <= self.peak_lr:
             problems.append(f"need 0 < min_lr <= peak_lr, got min_lr={self.min_lr}, peak_lr={self.peak_lr}")
         if problems:
-            raise ValueError("; ".join(problems))
+            raise UserError("; ".join(problems))
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - names)
         if unknown:
-            raise ValueError(f"unknown training setting(s) {unknown}; known: {sorted(names)}")
+            raise UserError(f"unknown training setting(s) {unknown}; known: {sorted(names)}")
         return cls(**d)
 
     def to_dict(self) -> dict:
@@ -90,9 +92,9 @@ class TrainConfig:
     def check_fits(self, max_len: int) -> None:
         """Raise ValueError when this input shape can't read labels of max_len characters."""
         if self.img_width and self.img_width < 2 ** min(self.depth, 2 if self.head == "ctc" else self.depth):
-            raise ValueError(f"img_width {self.img_width} is too small for depth {self.depth}; use a wider input")
+            raise UserError(f"img_width {self.img_width} is too small for depth {self.depth}; use a wider input")
         if self.head == "ctc" and self.img_width and self.img_width // 4 < ctc_min_columns(max_len):
-            raise ValueError(f"the ctc head needs img_width >= {4 * ctc_min_columns(max_len)} for labels of up to {max_len} characters "
+            raise UserError(f"the ctc head needs img_width >= {4 * ctc_min_columns(max_len)} for labels of up to {max_len} characters "
                              f"(it reads one symbol per 4-pixel column, a blank between repeats); got {self.img_width}")
 
     def per_worker_batch(self, world_size: int) -> int:

@@ -9,6 +9,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from trainable.errors import UserError
+
 
 def to_model_input(rgb: torch.Tensor, height: int, width: int) -> torch.Tensor:
     """uint8 [B, H, W, 3] (any H, W) -> uint8-valued float [B, 1, height, width] grayscale.
@@ -31,7 +33,7 @@ def decode_image(data: bytes) -> np.ndarray:
                 im = Image.alpha_composite(Image.new("RGBA", im.size, "white"), im.convert("RGBA"))
             return np.asarray(im.convert("RGB"))
     except Exception as e:  # PIL raises several types for bad files
-        raise ValueError(f"not a readable image ({type(e).__name__})") from None
+        raise UserError(f"not a readable image ({type(e).__name__})") from None
 
 
 def images_to_array(blobs, height: int, width: int) -> np.ndarray:
