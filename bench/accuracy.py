@@ -1,9 +1,5 @@
-"""Accuracy on the held-out bench sets of what the default sweeps + retrains produce (`bench/accuracy.sh` runs them).
-
-    python -m bench.accuracy pngs --n 1000 --out DIR          # easy captchas as PNG files named by their labels
-    python -m bench.accuracy collect EXP/retrain/easy ...     # retrain summaries -> bench/results/accuracy.json
-
-`collect` also tables each sweep's trials by head x augmentation (best validation full match).
+"""Accuracy on the held-out bench sets of what the default sweeps + retrains produce (`bench/accuracy.sh` runs them):
+`pngs` writes its small-data input, `collect` the retrains' test figures and each sweep's head x augmentation table.
 """
 
 from __future__ import annotations

@@ -1,11 +1,11 @@
 """Train the GPU model size on one GPU without Ray (`bench.loop`), then measure it on the held-out bench sets.
 
-1. feed: images/s of the step fed by a Train worker's per-image DataLoader vs from a GPU-resident copy of the set;
+1. feed: images/s of the step fed by a Train worker's DataLoader vs from a GPU-resident copy of the set;
 2. train: each `--configs` for `--minutes` from the GPU-resident set, step settings scaled to the steps that fit;
 3. test: export the final model to a standalone .pt2 and measure full match on each `--test` file.
 
     python -m bench.gpu_train --data DIR [--spec mixed --n 150000] --minutes 4 --test a.parquet b.parquet
-Without CUDA it runs on the CPU (`--model small`: a smoke test, as tests/test_bench.py does). Writes OUT/gpu_train.{json,png}.
+Without CUDA it runs on the CPU (`--model small`: a smoke test). Writes OUT/gpu_train.{json,png}.
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
 
 from bench.common import RESULTS, write_json
 from bench.loop import batches, resident, train_loop
@@ -27,10 +26,8 @@ from search.space import REFERENCE
 from trainable import checkpoint
 from trainable.config import GPU_MODEL, TrainConfig, input_shape
 from trainable.data import generate, load_split, read_meta
-from trainable.step import CaptchaArrays
 
-# Step-valued settings are fractions of the run, as in search/space.py.
-CONFIGS = dict(reference=REFERENCE, ctc=dict(REFERENCE, head="ctc", augment=0.3))
+CONFIGS = dict(reference=REFERENCE, ctc=dict(REFERENCE, head="ctc", augment=0.3))  # step settings: fractions of the run
 MODELS = dict(gpu=GPU_MODEL, small={})  # small: the CPU default size (a smoke test of this script)
 
 
@@ -63,20 +60,20 @@ def test(model, cfg: TrainConfig, meta: dict, metrics: dict, tests: list[str]) -
     return out
 
 
-def plot(r: dict, path: Path) -> None:
-    import matplotlib.pyplot as plt
+def plot(r: dict):
+    from matplotlib.figure import Figure
 
-    fig, ax = plt.subplots(figsize=(6.5, 4))
+    ax = Figure(figsize=(6.5, 4), layout="tight").subplots()
     for name, run in r["runs"].items():
         tests = ", ".join(f"{k} {v['full_match']:.1%}" for k, v in run["test"].items())
-        ax.plot([p["seconds"] / 60 for p in run["curve"]], [p["val_full_match"] for p in run["curve"]], marker=".", label=f"{name} (test: {tests})")
+        minutes, full_match = [p["seconds"] / 60 for p in run["curve"]], [p["val_full_match"] for p in run["curve"]]
+        ax.plot(minutes, full_match, marker=".", label=f"{name} (test: {tests})")
     ax.set(xlabel="training minutes on one GPU", ylabel="validation full match", ylim=(0, 1))
     ax.grid(alpha=0.3)
-    ax.set_title(f"{r['device']}: model {r['model']}, {r['data']['spec']} data ({r['data']['train']} train images), batch {r['batch_size']}", fontsize=9)
+    ax.set_title(f"{r['device']}: model {r['model']}, {r['data']['spec']} data ({r['data']['train']} train images), "
+                 f"batch {r['batch_size']}", fontsize=9)
     ax.legend(fontsize=7, loc="lower right")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    return ax.figure
 
 
 def main() -> None:
@@ -103,9 +100,7 @@ def main() -> None:
     val = load_split(args.data, "val", base.img_height, base.img_width, processes=os.cpu_count())[:2]
     t_decode = time.perf_counter() - t0 - t_gen
     gpu_x, gpu_y = torch.from_numpy(np.array(train_x))[:, None].to(device), torch.from_numpy(np.array(train_y)).to(device)
-
-    loader = DataLoader(CaptchaArrays(train_x, train_y), batch_size=base.batch_size, shuffle=True, drop_last=True)
-    feed = dict(dataloader=rate(base, meta, batches(loader, device), val, device, args.feed_steps),
+    feed = dict(dataloader=rate(base, meta, batches(train_x, train_y, base.batch_size, device), val, device, args.feed_steps),
                 gpu_resident=rate(base, meta, resident(gpu_x, gpu_y, base.batch_size), val, device, args.feed_steps))
     result = dict(device=torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu", torch=torch.__version__,
                   batch_size=base.batch_size, model=MODELS[args.model],
@@ -116,13 +111,12 @@ def main() -> None:
         step_rate = rate(config(name, base, 100, 100), meta, resident(gpu_x, gpu_y, base.batch_size), val, device, 30)
         max_steps = max(20, int(step_rate * 0.9 * args.minutes * 60 / base.batch_size))  # ~10% goes to evaluation
         cfg = config(name, base, max_steps, min(args.eval_every, max(1, max_steps // 10)))
-        print(f"{name}: {cfg.head} head, augment {cfg.augment}, {max_steps} steps, peak_lr {cfg.peak_lr:g}, warmup {cfg.warmup_steps}, "
-              f"period {cfg.cosine_period}", flush=True)
+        print(f"{name}: {cfg.head} head, augment {cfg.augment}, {max_steps} steps, peak_lr {cfg.peak_lr:g}, "
+              f"warmup {cfg.warmup_steps}, period {cfg.cosine_period}", flush=True)
         model, _, curve = train_loop(cfg, meta, resident(gpu_x, gpu_y, cfg.batch_size), *val, device, verbose=True)
         result["runs"][name] = dict(config=cfg.to_dict(), curve=curve, train_seconds=curve[-1]["seconds"], images_per_s=step_rate,
                                     test=test(model, cfg, meta, curve[-1], args.test))
-        plot(result, args.out / "gpu_train.png")  # after each run: a cut-off command still leaves the runs done
-        write_json(args.out, "gpu_train", result)
+        write_json(args.out, "gpu_train", result, plot(result))  # after each run: a cut-off command still leaves the runs done
 
 
 if __name__ == "__main__":

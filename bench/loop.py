@@ -1,7 +1,7 @@
 """The worker's training loop (trainable/worker.py [4]-[5]) on one device, without Ray, DDP, checkpoints or reports.
 
-The throughput benchmark's bare arm and `bench.gpu_train` run it: the schedule, the augmentation ramp, the step
-(`trainable.step.train_step`) and the evaluation (`evaluate`) are the library's own. No Ray.
+Run by the throughput benchmark's bare arm and `bench.gpu_train`; schedule, augmentation ramp, step and evaluation
+are the library's own.
 """
 
 from __future__ import annotations
@@ -9,15 +9,17 @@ from __future__ import annotations
 import time
 
 import torch
+from torch.utils.data import DataLoader
 
 from trainable.augment import strength_at
 from trainable.model import build_model
 from trainable.schedule import lr_at
-from trainable.step import evaluate, memory_format, train_step
+from trainable.step import CaptchaArrays, evaluate, memory_format, train_step
 
 
-def batches(loader, device):
-    """A DataLoader's batches on the device, epoch after epoch: the feed of a Train worker."""
+def batches(images, targets, batch: int, device):
+    """Shuffled batches of a Train worker's DataLoader over the arrays, on the device, epoch after epoch."""
+    loader = DataLoader(CaptchaArrays(images, targets), batch_size=batch, shuffle=True, drop_last=True)
     while True:
         for x, y in loader:
             yield x.to(device, non_blocking=True, memory_format=memory_format(device)), y.to(device, non_blocking=True)

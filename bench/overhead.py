@@ -1,16 +1,13 @@
 """What a sweep costs beyond training: start-up per trial, time between reports, memory, CPU.
 
-K trials of the cpu preset (2 workers each) run one after another (random search, no scheduler, max_concurrent 1)
-through `search.sweep.run_sweep` in a fresh embedded Ray. From Tune's history: time to each trial's first report
-and the training part of it, the sweep's wall time over the trials' training time (goal <= 1.1) and over their
-wall times; with psutil, the peak memory (summed RSS and PSS) and CPU seconds of each kind of process.
+K trials of the cpu preset (2 workers each) one after another (random search, no scheduler) through
+`search.sweep.run_sweep` in a fresh embedded Ray; times from Tune's history, memory and CPU with psutil.
 """
 
 from __future__ import annotations
 
 import shutil
 import time
-from pathlib import Path
 from statistics import median
 
 from bench.common import CACHE, ProcessSampler, Row, easy_data, write_json
@@ -41,10 +38,9 @@ def run(out, quick: bool = False) -> dict:
     from trainable.config import TrainConfig
 
     size = SIZES["quick" if quick else "full"]
-    storage = CACHE / "overhead"
-    shutil.rmtree(storage, ignore_errors=True)
+    shutil.rmtree(CACHE / "overhead", ignore_errors=True)
     base = TrainConfig(**(size["train"] or PRESETS["cpu"]["train"]))
-    settings = SweepSettings(storage=str(storage), name="overhead", data=easy_data(quick), num_samples=size["trials"],
+    settings = SweepSettings(storage=str(CACHE / "overhead"), name="overhead", data=easy_data(quick), num_samples=size["trials"],
                              workers_per_trial=2, max_concurrent=1, searcher="random", scheduler="none")
     with ProcessSampler(every=1.0, pss_every=5) as sampler:
         ray.shutdown()  # a fresh Ray (bench.run may have one up already)
@@ -69,18 +65,17 @@ def run(out, quick: bool = False) -> dict:
         settings=dict(trials=size["trials"], workers_per_trial=2, max_concurrent=1, train=base.to_dict(), data=settings.data),
     )
     print(f"overhead: wall / training {result['wall_over_train']:.3f}, first report {result['first_report_s_median']:.1f} s", flush=True)
-    plot(result, Path(out) / "overhead.png")
-    write_json(out, "overhead", result)
+    write_json(out, "overhead", result, plot(result))
     return result
 
 
-def plot(r: dict, path: Path) -> None:
-    import matplotlib.pyplot as plt
+def plot(r: dict):
+    from matplotlib.figure import Figure
 
-    fig, (ax, mem) = plt.subplots(2, 1, figsize=(9, 6), sharex=True, gridspec_kw=dict(height_ratios=[1.2, 1]))
-    t0 = r["sweep_start"]
+    fig = Figure(figsize=(9, 6), layout="tight")
+    ax, mem = fig.subplots(2, 1, sharex=True, gridspec_kw=dict(height_ratios=[1.2, 1]))
     for i, t in enumerate(r["trials"]):
-        s = t["start"] - t0
+        s = t["start"] - r["sweep_start"]
         parts = [("start-up (to first step)", t["startup_s"], "#d62728"), ("training (train_seconds)", t["train_s"], "#2ca02c"),
                  ("eval + checkpoint + report", t["wall_s"] - t["train_s"] - t["startup_s"], "#ff7f0e")]
         for label, width, color in parts:
@@ -89,26 +84,25 @@ def plot(r: dict, path: Path) -> None:
     ax.axvline(0, color="k", lw=1)
     ax.axvline(r["sweep_wall_s"], color="k", lw=1, ls="--", label="run_sweep returns")
     ax.set_yticks(range(len(r["trials"])), [f"trial {i + 1}" for i in range(len(r["trials"]))])
-    ax.set_ylim(len(r["trials"]) + 0.4, -0.6)  # a free row at the bottom for the legend
-    ax.set_xlabel("seconds since run_sweep was called")
+    ax.set(ylim=(len(r["trials"]) + 0.4, -0.6), xlabel="seconds since run_sweep was called")  # a free row for the legend
     ax.set_title(f"{len(r['trials'])} trials one after another: wall / training = {r['wall_over_train']:.2f} (goal <= 1.1), "
                  f"wall / trial walls = {r['wall_over_trial_wall']:.2f}", fontsize=9)
     ax.legend(fontsize=7, loc="lower right", ncol=2)
-    mem.plot([m["t"] for m in r["memory_samples"]], [m["rss"] / 2**30 for m in r["memory_samples"]], label="summed RSS")
+    ax.tick_params(labelbottom=True)
     with_pss = [m for m in r["memory_samples"] if m["pss"] is not None]
+    mem.plot([m["t"] for m in r["memory_samples"]], [m["rss"] / 2**30 for m in r["memory_samples"]], label="summed RSS")
     mem.plot([m["t"] for m in with_pss], [m["pss"] / 2**30 for m in with_pss], label="summed PSS (shared pages once)")
     mem.set(xlabel="seconds since run_sweep was called ", ylabel="GiB, all sweep processes")
-    ax.tick_params(labelbottom=True)
     mem.set_title(f"memory: peak RSS {r['peak_rss_bytes'] / 2**30:.1f} GiB, peak PSS {r['peak_pss_bytes'] / 2**30:.1f} GiB, "
-                  f"up to {r['peak_processes']} processes; train workers used {r['workers_share_of_cpu']:.0%} of the sweep's CPU time", fontsize=9)
+                  f"up to {r['peak_processes']} processes; train workers used {r['workers_share_of_cpu']:.0%} of the sweep's CPU time",
+                  fontsize=9)
     mem.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    return fig
 
 
 def rows(r: dict) -> list[Row]:
     r = r.get("train_defaults", r)  # an overhead.json from before the lean arm was dropped keeps the default arm here
+    gib = f"{r['peak_rss_bytes'] / 2**30:.1f} / {r['peak_pss_bytes'] / 2**30:.1f}"
     return [
         Row("overhead", "sweep wall / sum of trials' training time", r["wall_over_train"], "<= 1.1", r["wall_over_train"] <= 1.1),
         # wall time not spent training, per trial: unlike wall / training, not moved by noisy training times
@@ -118,5 +112,5 @@ def rows(r: dict) -> list[Row]:
         Row("overhead", "sweep wall / sum of trial wall times", r["wall_over_trial_wall"]),
         Row("overhead", "eval + checkpoint + report per report (s)", r["between_reports_s_median"]),
         Row("overhead", "share of the sweep's CPU time used by the train workers", r["workers_share_of_cpu"]),
-        Row("overhead", "peak memory of the sweep: summed RSS / PSS (GiB)", f"{r['peak_rss_bytes'] / 2**30:.1f} / {r['peak_pss_bytes'] / 2**30:.1f}"),
+        Row("overhead", "peak memory of the sweep: summed RSS / PSS (GiB)", gib),
     ]

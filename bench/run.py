@@ -1,9 +1,7 @@
 """Run the chosen benchmarks, then write summary.md from every NAME.json in the output folder.
 
-    python -m bench.run [--quick] [--only data,throughput,overhead,search] [--out DIR]
-
-Benchmarks that start Ray (throughput, overhead, search) share one embedded Ray in this process; on a
-shared machine run the command under the Ray lock (`flock /tmp/captcha-tune-ray.lock python -m bench.run`).
+The Ray benchmarks (throughput, overhead, search) share one embedded Ray in this process; on a shared machine run
+the command under the Ray lock (`flock /tmp/captcha-tune-ray.lock python -m bench.run`).
 """
 
 from __future__ import annotations
@@ -16,8 +14,7 @@ from pathlib import Path
 
 from bench.common import RESULTS, machine, read_json
 
-NAMES = ("data", "throughput", "overhead", "search")  # the order they run in
-COLLECTED = ("accuracy",)  # written by their own scripts (bench/accuracy.sh), shown in the summary
+NAMES = ("data", "throughput", "overhead", "search")  # the order they run in; accuracy.json comes from bench/accuracy.sh
 
 
 def fmt(value) -> str:
@@ -29,7 +26,7 @@ def fmt(value) -> str:
 
 
 def summary(out: Path) -> str:
-    results = {name: r for name in NAMES + COLLECTED if (r := read_json(out, name))}
+    results = {name: r for name in NAMES + ("accuracy",) if (r := read_json(out, name))}
     m = machine()
     lines = ["# Benchmarks", "", f"Machine: `{m['platform']}`, {m['cpu']}, {m['cores']} cores; torch {m['torch']}, ray {m['ray']}, "
              f"Python {m['python']}; summary written {m['date']}.", "", "| benchmark | figure | value | goal | met? |", "|---|---|---|---|---|"]

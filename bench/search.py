@@ -1,10 +1,5 @@
-"""Does the search pay? Best val_full_match against worker-seconds spent, per search strategy.
-
-On the bench dataset, one budget of wall seconds per arm and seed (trials of 2 workers: worker-seconds = 2 x trial
-wall time): (a) the original config alone, one trial sized to fill the budget; (b) random search, every trial to
-max_steps; (c) the sweep's defaults, TPE + ASHA. An arm's curve: at each report, the worker-seconds all its trials
-used so far against the best so far. The headline: the share of (b)'s budget (c) needs to reach (b)'s final best
-(goal <= 1/3).
+"""Does the search pay? Best val_full_match against worker-seconds, per arm, in one wall budget per arm and seed:
+(a) the reference config alone, one trial filling the budget; (b) random search; (c) the defaults, TPE + ASHA.
 
     python -m bench.search                                   # 3 arms x 2 seeds x 270 s (~30 min, 2 cores)
     python -m bench.search --budget-s 1500 --max-steps 800   # trials long enough to learn on 2 cores (~2.5 h)
@@ -35,13 +30,12 @@ MEANINGFUL = 0.05  # (b)'s final best below this (5% full match): the search fou
 
 
 def sized(budget_s: float, max_steps: int, seeds: int, num_samples: int, arms=tuple(ARMS)) -> dict:
-    """Trials of the cpu preset's shape (warmup 2%, cosine period 50%) at max_steps."""
     return dict(arms=tuple(arms), seeds=tuple(range(seeds)), budget_s=budget_s, num_samples=num_samples,
-                train=dict(max_steps=max_steps, eval_every=max(10, max_steps // 10), warmup_steps=max(1, max_steps // 50), cosine_period=max_steps // 2))
+                train=dict(max_steps=max_steps, eval_every=max(10, max_steps // 10),  # the cpu preset's shape
+                           warmup_steps=max(1, max_steps // 50), cosine_period=max_steps // 2))
 
 
-# 3 arms x 2 seeds x 4.5 min ~ 28 min on 2 cores, at 300 steps: a 500-step trial takes ~110 s with its ~25 s
-# start-up (overhead.json), so (b) would get two trials, one of them the reference.
+# 300 steps: a 500-step trial takes ~110 s with its ~25 s start-up, (b) would get two trials in 270 s
 SIZES = dict(full=sized(270, 300, 2, 12), quick=sized(40, 20, 1, 3))
 
 
@@ -51,60 +45,43 @@ def reference_steps(size: dict, out) -> int:
     steps = 3 * size["train"]["max_steps"]
     if measured:
         t, measured_steps = measured["trials"], measured["settings"]["train"]["max_steps"]
-        startup = median(x["startup_s"] for x in t)
         per_step = median((x["wall_s"] - x["startup_s"]) / measured_steps for x in t)  # training + evals
-        steps = (0.9 * size["budget_s"] - startup) / per_step  # 10% for the trial actor's start and evals
+        steps = (0.9 * size["budget_s"] - median(x["startup_s"] for x in t)) / per_step  # 10% for the actor's start and evals
     return max(every, int(steps // every) * every)
 
 
 def curve(history) -> tuple[list[float], list[float], float]:
-    """(worker-seconds at each report, best val_full_match so far, worker-seconds used in all).
-
-    A trial's start is its first report's timestamp minus Tune's time_total_s; its end, its last report
-    (a trial stopped by the time budget between reports loses that partial interval here).
-    """
+    """(worker-seconds at each report, best val_full_match so far, worker-seconds used in all); a trial runs from
+    its first report's timestamp minus Tune's time_total_s to its last report."""
     if "val_full_match" not in history or "timestamp" not in history:  # no trial reported (all errored)
         return [], [], 0.0
-    history = history.dropna(subset=["timestamp", "time_total_s"])
-    spans = {}
-    for trial_id, h in history.groupby("trial_id"):
-        first = h.loc[h["time_total_s"].idxmin()]
-        spans[trial_id] = (float(first["timestamp"] - first["time_total_s"]), float(h["timestamp"].max()))
+    h = history.dropna(subset=["timestamp", "time_total_s"])
+    by_trial = h.assign(start=h["timestamp"] - h["time_total_s"]).sort_values("time_total_s", kind="stable").groupby("trial_id")
+    start, end = by_trial["start"].first(), by_trial["timestamp"].max()
 
     def used(t: float) -> float:
-        return WORKERS * sum(max(0.0, min(t, end) - start) for start, end in spans.values())
+        return WORKERS * float((np.minimum(t, end) - start).clip(lower=0).sum())
 
-    reports = history.dropna(subset=["val_full_match"])
-    at = sorted(zip((spans[i][0] + tt for i, tt in zip(reports["trial_id"], reports["time_total_s"])), reports["val_full_match"]))
-    return [used(t) for t, _ in at], [float(y) for y in np.maximum.accumulate([y for _, y in at])], used(max((e for _, e in spans.values()), default=0))
-
-
-def best_at(xs: list[float], ys: list[float], grid: np.ndarray) -> np.ndarray:
-    """Step-interpolated best-so-far on a grid (0 before the first report)."""
-    idx = np.searchsorted(np.asarray(xs), grid, side="right") - 1
-    return np.where(idx >= 0, np.asarray(ys + [0.0])[idx], 0.0)
-
-
-def wait_for_free_cpus(timeout_s: float = 300) -> float:
-    """Seconds until every CPU of the cluster is free again. A trial that Tune stops (time budget, ASHA) leaves its
-    Train workers' placement group behind for a while; the next arm's first trial would wait for it and may hit
-    the worker-group start timeout."""
-    import ray
-
-    t0 = time.time()
-    while ray.available_resources().get("CPU", 0) < ray.cluster_resources().get("CPU", 0) and time.time() - t0 < timeout_s:
-        time.sleep(1)
-    return time.time() - t0
+    reports = h.dropna(subset=["val_full_match"])
+    at = (reports["trial_id"].map(start) + reports["time_total_s"]).to_numpy()
+    order = np.argsort(at, kind="stable")
+    best = np.maximum.accumulate(reports["val_full_match"].to_numpy()[order])
+    return [used(t) for t in at[order]], best.tolist(), used(end.max() if len(end) else 0.0)
 
 
 def run_arm(arm: str, seed: int, size: dict, train: dict, data_dir: str) -> dict:
+    import ray
+
     from results.experiment import load
     from search.sweep import SweepSettings, run_sweep
     from trainable.config import TrainConfig
 
     name, root = f"{arm}-s{seed}", CACHE / "search"
     shutil.rmtree(root / name, ignore_errors=True)
-    waited = wait_for_free_cpus()
+    t0 = time.time()  # wait for every CPU: a stopped trial's placement group lingers; the next could time out on it
+    while ray.available_resources().get("CPU", 0) < ray.cluster_resources().get("CPU", 0) and time.time() - t0 < 300:
+        time.sleep(1)
+    waited = time.time() - t0
     settings = SweepSettings(storage=str(root), name=name, data=data_dir, num_samples=1 if arm == "reference" else size["num_samples"],
                              workers_per_trial=WORKERS, time_budget_s=size["budget_s"], seed=seed,
                              searcher=ARMS[arm]["searcher"], scheduler=ARMS[arm]["scheduler"])
@@ -142,19 +119,18 @@ def run(out, quick: bool = False, size: dict | None = None) -> dict:
         known = [v for v in shares.values() if not math.isnan(v)]
         result.update(c_share_of_b_budget=shares, c_share_of_b_budget_median=median(known) if known else math.nan,
                       b_final_best_median=median(b["final_best"] for b in runs["random"].values()))
-    plot(result, Path(out) / "search.png")
-    write_json(out, "search", result)
+    write_json(out, "search", result, plot(result))
     return result
 
 
-def plot(r: dict, path: Path) -> None:
-    import matplotlib.pyplot as plt
+def plot(r: dict):
+    from matplotlib.figure import Figure
 
     colors, runs = dict(reference="#7f7f7f", random="#1f77b4", tpe_asha="#d62728"), r["runs"]
     grid = np.linspace(0, max(x["used_worker_s"] for rs in runs.values() for x in rs.values()), 400)
-    fig, ax = plt.subplots(figsize=(8, 4.8))
-    for arm, rs in runs.items():
-        ys = np.array([best_at(x["worker_s"], x["best"], grid) for x in rs.values()])
+    ax = Figure(figsize=(8, 4.8), layout="tight").subplots()
+    for arm, rs in runs.items():  # best so far on the grid, 0 before the first report (index -1: the appended 0)
+        ys = np.array([np.append(x["best"], 0.0)[np.searchsorted(x["worker_s"], grid, side="right") - 1] for x in rs.values()])
         ax.plot(grid, np.median(ys, axis=0), color=colors[arm], lw=2, label=f"{ARMS[arm]['label']} (median of {len(rs)} seeds)")
         ax.fill_between(grid, ys.min(axis=0), ys.max(axis=0), color=colors[arm], alpha=0.15)
         for x in rs.values():  # where each seed's arm ended
@@ -172,9 +148,7 @@ def plot(r: dict, path: Path) -> None:
     ax.set_title(f"Search efficiency, budget {r['settings']['budget_s']} s wall per arm\n{title}", fontsize=9)
     ax.legend(fontsize=7, loc="upper left")
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    return ax.figure
 
 
 def rows(r: dict) -> list[Row]:

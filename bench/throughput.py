@@ -1,10 +1,6 @@
-"""Images/s of the training step inside Ray Train (1 and 2 workers) against the same loop without Ray.
-
-Same model (default TrainConfig), per-worker batch 128, one thread per process, same DataLoader and step. The bare
-arm is `bench.loop` in a freshly spawned process; "bare2" is two at once, the machine's own 2-core scaling. Each run
-times `eval_every`-step intervals as the worker does (evaluation off the clock; the first interval is warm-up); arms
-alternate (bare, Ray 1, bare2, Ray 2, then the reverse), medians over the repeats. The Ray side reads the
-`images_per_s` the worker reports, and the CPU each kind of process used meanwhile (psutil).
+"""Images/s of the training step inside Ray Train (1 and 2 workers) against `bench.loop` without Ray in 1 and 2 spawned
+processes (bare, bare2), per-worker batch 128, one thread each: `eval_every`-step intervals timed as the worker does
+(the first is warm-up), arms alternating, medians over repeats; with psutil, the CPU of each kind of process.
 """
 
 from __future__ import annotations
@@ -13,20 +9,17 @@ import json
 import multiprocessing
 import shutil
 import time
-from pathlib import Path
 from statistics import median
 
 import torch
-from torch.utils.data import DataLoader
 
 from bench.common import CACHE, ProcessSampler, Row, easy_data, write_json
 from bench.loop import batches, train_loop
 from trainable.config import TrainConfig, input_shape
 from trainable.data import load_split, read_meta
-from trainable.step import CaptchaArrays
 
 PER_WORKER_BATCH = 128
-ARMS = ("bare", "ray1", "bare2", "ray2")  # bare2: two independent bare loops at once, the machine's own 2-core scaling
+ARMS = ("bare", "ray1", "bare2", "ray2")
 GROUPS = ("train workers", "other Ray actors", "Ray system processes", "driver")  # bench.common.cpu_group's kinds
 SIZES = dict(full=dict(eval_every=40, intervals=4, repeats=3), quick=dict(eval_every=4, intervals=2, repeats=1))
 
@@ -43,39 +36,33 @@ def rate(per_interval: list[float]) -> float:
 
 
 def bare_loop(cfg: TrainConfig) -> list[float]:
-    """The worker's loop without Ray (`bench.loop`) in this process, one thread; images/s of each eval interval."""
+    """Images/s of each eval interval of `bench.loop` in this process, one thread."""
     torch.set_num_threads(1)
     cpu = torch.device("cpu")
     train_x, train_y, meta = load_split(cfg.data_dir, "train", cfg.img_height, cfg.img_width)
     val_x, val_y, _ = load_split(cfg.data_dir, "val", cfg.img_height, cfg.img_width)
-    loader = DataLoader(CaptchaArrays(train_x, train_y), batch_size=cfg.batch_size, shuffle=True, drop_last=True)
-    return [p["images_per_s"] for p in train_loop(cfg, meta, batches(loader, cpu), val_x, val_y, cpu)[2]]
+    curve = train_loop(cfg, meta, batches(train_x, train_y, cfg.batch_size, cpu), val_x, val_y, cpu)[2]
+    return [p["images_per_s"] for p in curve]
 
 
-def ray_run(cfg: TrainConfig, workers: int, storage: Path, name: str) -> dict:
-    """One `run_training` (the sweep trials' driver): the global images/s of each report, and the CPU
-    seconds of each kind of process between the first and the last report (the measured intervals)."""
+def ray_run(cfg: TrainConfig, workers: int, name: str) -> dict:
+    """One `run_training`: the global images/s of each report, the CPU seconds of each kind of process between the
+    first and the last report."""
     import ray.train
 
     from trainable.driver import RunSettings, run_training
 
-    class ReportLog(ray.train.UserCallback):
-        """Runs in the Train controller: appends rank 0's metrics of every report to a JSONL file."""
-
-        def __init__(self, path: str):
-            self.path = path
-
+    class ReportLog(ray.train.UserCallback):  # runs in the Train controller: rank 0's metrics of each report -> JSONL
         def after_report(self, run_context, metrics, checkpoint):
-            with open(self.path, "a") as f:
+            with open(log, "a") as f:
                 f.write(json.dumps(dict(metrics[0], reported_at=time.time())) + "\n")
 
-    log = storage / f"{name}.jsonl"
+    log = CACHE / "throughput" / f"{name}.jsonl"
     with ProcessSampler(every=0.5) as sampler:
-        run_training(cfg, RunSettings(workers=workers, storage=str(storage), name=name), callbacks=[ReportLog(str(log))])
+        run_training(cfg, RunSettings(workers=workers, storage=str(log.parent), name=name), callbacks=[ReportLog()])
     reports = [json.loads(line) for line in log.read_text().splitlines()]
     start, end = reports[0]["reported_at"], reports[-1]["reported_at"]
-    return dict(per_interval=[r["images_per_s"] for r in reports], window_s=end - start,
-                cpu_s=sampler.cpu_seconds(start, end))
+    return dict(per_interval=[r["images_per_s"] for r in reports], window_s=end - start, cpu_s=sampler.cpu_seconds(start, end))
 
 
 def run(out, quick: bool = False) -> dict:
@@ -83,9 +70,8 @@ def run(out, quick: bool = False) -> dict:
 
     size = SIZES["quick" if quick else "full"]
     data_dir = easy_data(quick)
-    storage = CACHE / "throughput"
-    shutil.rmtree(storage, ignore_errors=True)
-    storage.mkdir(parents=True)
+    shutil.rmtree(CACHE / "throughput", ignore_errors=True)
+    (CACHE / "throughput").mkdir(parents=True)
     init_ray()
     runs = {arm: [] for arm in ARMS}
     for k in range(size["repeats"]):
@@ -97,34 +83,35 @@ def run(out, quick: bool = False) -> dict:
                     r = dict(per_process=pool.map(bare_loop, [cfg] * workers))
                 r["images_per_s"] = sum(rate(p) for p in r["per_process"])
             else:
-                r = ray_run(cfg, workers, storage, f"{arm}-rep{k}")
+                r = ray_run(cfg, workers, f"{arm}-rep{k}")
                 r["images_per_s"] = rate(r["per_interval"])
             runs[arm].append(r)
             print(f"throughput rep {k} {arm}: {r['images_per_s']:.0f} images/s", flush=True)
-    med = {arm: median(r["images_per_s"] for r in rs) for arm, rs in runs.items()}
 
     def paired(a: str, b: str) -> float:
         return median(x["images_per_s"] / y["images_per_s"] for x, y in zip(runs[a], runs[b]))
 
-    cpu = {arm: {g: median(r["cpu_s"].get(g, 0.0) / r["window_s"] for r in runs[arm]) for g in GROUPS} for arm in ("ray1", "ray2")}
     result = dict(
         settings=dict(size, per_worker_batch=PER_WORKER_BATCH, threads_per_process=1, model=dict(channels=TrainConfig.channels,
                       img_height=TrainConfig.img_height), data=data_dir),
-        runs=runs, images_per_s=med, ray1_over_bare=paired("ray1", "bare"), ray2_over_ray1=paired("ray2", "ray1"),
+        runs=runs, images_per_s={arm: median(r["images_per_s"] for r in rs) for arm, rs in runs.items()},
+        ray1_over_bare=paired("ray1", "bare"), ray2_over_ray1=paired("ray2", "ray1"),
         bare2_over_bare=paired("bare2", "bare"), ray2_over_bare2=paired("ray2", "bare2"),
-        cores_busy_during_training=cpu,  # CPU seconds per second of the measured intervals, by kind of process
+        cores_busy_during_training={arm: {g: median(r["cpu_s"].get(g, 0.0) / r["window_s"] for r in runs[arm]) for g in GROUPS}
+                                    for arm in ("ray1", "ray2")},  # CPU seconds per second of the measured intervals
     )
-    plot(result, Path(out) / "throughput.png")
-    write_json(out, "throughput", result)
+    write_json(out, "throughput", result, plot(result))
     return result
 
 
-def plot(r: dict, path: Path) -> None:
-    import matplotlib.pyplot as plt
+def plot(r: dict):
+    import pandas as pd
+    from matplotlib.figure import Figure
 
     labels = {"bare": "bare loop\n1 process", "ray1": "Ray Train\n1 worker", "bare2": "2 bare loops\nat once (sum)", "ray2": "Ray Train\n2 workers (global)"}
     colors = {"bare": "#888888", "ray1": "#1f77b4", "bare2": "#bbbbbb", "ray2": "#2ca02c"}
-    fig, (ax, cpu) = plt.subplots(1, 2, figsize=(10, 4.2), gridspec_kw=dict(width_ratios=[2, 1]))
+    fig = Figure(figsize=(10, 4.2), layout="tight")
+    ax, cpu = fig.subplots(1, 2, gridspec_kw=dict(width_ratios=[2, 1]))
     for i, arm in enumerate(labels):
         values = [x["images_per_s"] for x in r["runs"][arm]]
         ax.bar(i, median(values), color=colors[arm], width=0.6)
@@ -137,20 +124,14 @@ def plot(r: dict, path: Path) -> None:
     ax.set_title(f"Ray 1 worker / bare = {r['ray1_over_bare']:.2f} (goal >= 0.95); 2 / 1 workers = {r['ray2_over_ray1']:.2f}\n"
                  f"2 bare loops / 1 = {r['bare2_over_bare']:.2f} (the machine); Ray 2 workers / 2 bare loops = {r['ray2_over_bare2']:.2f}", fontsize=9)
     ax.legend(fontsize=8, loc="upper left")
-    for j, arm in enumerate(("ray1", "ray2")):
-        bottom = 0.0
-        for g, c in zip(GROUPS, ["#2ca02c", "#ff7f0e", "#d62728", "#9467bd"]):
-            v = r["cores_busy_during_training"][arm][g]
-            cpu.bar(j, v, bottom=bottom, color=c, width=0.6, label=g if j == 0 else None)
-            bottom += v
+    busy = pd.DataFrame(r["cores_busy_during_training"]).T.loc[["ray1", "ray2"], list(GROUPS)]
+    busy.plot.bar(ax=cpu, stacked=True, width=0.6, rot=0, color=["#2ca02c", "#ff7f0e", "#d62728", "#9467bd"])
     cpu.axhline(2, color="k", lw=1, ls=":")
     cpu.set(ylim=(0, 2.6), ylabel="cores busy while training (CPU-s per s)")
     cpu.set_xticks(range(2), ["1 worker", "2 workers"], fontsize=8)
     cpu.set_title("who uses the 2 cores", fontsize=9)
     cpu.legend(fontsize=7, loc="upper left")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    return fig
 
 
 def rows(r: dict) -> list[Row]:
@@ -161,6 +142,5 @@ def rows(r: dict) -> list[Row]:
         Row("throughput", "2 bare loops at once / 1 (the machine's own 2-core scaling)", r["bare2_over_bare"]),
         Row("throughput", "Ray Train 2 workers / 2 bare loops at once", r["ray2_over_bare2"], ">= 0.9", r["ray2_over_bare2"] >= 0.9),
         Row("throughput", "cores used by non-worker processes while 2 workers train", sum(v for g, v in others.items() if g != "train workers")),
-        Row("throughput", "images/s: bare / Ray 1 worker / 2 bare / Ray 2 workers",
-            " / ".join(f"{ips[a]:.0f}" for a in ("bare", "ray1", "bare2", "ray2"))),
+        Row("throughput", "images/s: bare / Ray 1 worker / 2 bare / Ray 2 workers", " / ".join(f"{ips[a]:.0f}" for a in ARMS)),
     ]
