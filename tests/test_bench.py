@@ -100,3 +100,12 @@ def test_bench_loop_feeds_each_image_once_an_epoch_and_evaluates_on_schedule():
     model, _, curve = train_loop(cfg, dict(charset="_0123456789", max_len=4), feed, images, targets, torch.device("cpu"))
     assert [p["step"] for p in curve] == [2, 4, 5] and all(p["images_per_s"] > 0 and 0 <= p["val_full_match"] <= 1 for p in curve)
     assert curve[0]["seconds"] < curve[1]["seconds"] < curve[2]["seconds"] and model.training
+
+
+def test_reference_arm_is_sized_from_the_other_arms_trials():
+    """bench.search gives arm (a) the steps one trial runs in the budget: a line fitted to the other arms' trials."""
+    from bench.search import fitted_reference_steps
+
+    trials = [dict(steps_run=n, wall_seconds=20 + 0.1 * n) for n in (100, 250, 500)]  # 20 s start-up, 0.1 s a step
+    assert fitted_reference_steps([dict(trials=trials[:2]), dict(trials=trials[2:])], 600, 50) == 5200  # (540 - 20) / 0.1
+    assert fitted_reference_steps([dict(trials=trials[2:])], 600, 50) is None  # one length: no fit, the fallback is used

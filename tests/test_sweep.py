@@ -1,6 +1,6 @@
 """The sweep on real Ray (2 CPUs, 2 gloo workers per trial): TPE + ASHA, the reference config first,
 checkpoints per trial, how each trial ended recorded (search/status.py), worker-failure retry from a checkpoint,
-divergence recorded with its step, impossible requests refused."""
+impossible requests refused."""
 
 import os
 import sys
@@ -89,16 +89,6 @@ def test_worker_failure_is_retried_from_checkpoint(easy_data, tmp_path):
     # the group restarted from the checkpoint of the first evaluation, not from zero, and finished
     assert summary["final_metrics"]["start_step"] == TINY["eval_every"]
     assert summary["final_metrics"]["step"] == TINY["max_steps"] and summary["best_checkpoint"]
-
-
-def test_diverging_trials_are_recorded_and_the_sweep_goes_on(easy_data, tmp_path):
-    exp = sweep(tmp_path, easy_data, "nan", 2, overrides={"peak_lr": {"low": 1e29, "high": 1e30}}, scheduler="none")
-    trials, _ = load(exp)
-    assert len(trials) == 2 and (trials["status"] == "diverged").all(), trials["status"].tolist()
-    for tid in trials["trial_id"]:  # the step travels as data, not parsed back from the sentence
-        end = status.read(exp, tid)
-        assert end["kind"] == "diverged" and end["step"] % TINY["eval_every"] == 0 and end["step"] > 0, end
-        assert end["reason"].startswith("diverged: train loss") and f"at step {end['step']} " in end["reason"], end
 
 
 def test_impossible_request_fails_fast_with_what_exists(easy_data, tmp_path):

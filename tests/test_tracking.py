@@ -1,7 +1,9 @@
-"""Tracking on real services: `--mlflow` logs a tiny sweep's trials, a `train` and a `retrain` into a real MLflow
+"""Tracking on real services, and extending a sweep: `--mlflow` logs a tiny sweep's trials (the sweep extended from
+2 to 3 trials by re-running it with a larger --num-samples, which keeps the finished ones), a `train` and a `retrain` into a real MLflow
 sqlite store (read back with mlflow.search_runs), and optuna-dashboard serves the sweep's live study over HTTP.
 The commands run in this process (captcha_tune.cli.main) on one Ray started for the module."""
 
+import glob
 import json
 import os
 import socket
@@ -48,15 +50,40 @@ def captcha_tune(*args):
     main([str(a) for a in args])
 
 
+FINISHED = {}  # summary.json -> mtime of the trials the first run of `exp` finished
+
+
 @pytest.fixture(scope="module")
 def exp(easy_data, store, tmp_path_factory):
-    """A 2-trial sweep logged to MLflow, then extended to 3 (Tune restores it, with the callbacks of its first run).
-    No ASHA: each trial reports at every evaluation."""
+    """A 2-trial sweep logged to MLflow, then extended to 3 by the same command with a larger --num-samples (Tune
+    restores it, with the callbacks of its first run). No ASHA: each trial reports at every evaluation."""
     storage = tmp_path_factory.mktemp("exp")
     for n in (2, 3):
         captcha_tune("sweep", "--storage", storage, "--name", "tracked", "--data", easy_data, "--num-samples", n,
                      "--scheduler", "none", "--mlflow", store, *FLAGS)
+        if n == 2:
+            FINISHED.update({p: os.path.getmtime(p) for p in glob.glob(str(storage / "tracked" / "train" / "*" / "summary.json"))})
     return storage / "tracked"
+
+
+def test_extending_keeps_the_finished_trials_and_refuses_other_settings(exp, easy_data, store, capsys):
+    import optuna
+
+    from results.experiment import load
+
+    trials, _ = load(exp)
+    assert len(FINISHED) == 2 and len(trials) == 3 and (trials["status"] == "completed").all()
+    for path, mtime in FINISHED.items():  # the first two were kept, not rerun
+        assert os.path.getmtime(path) == mtime
+    assert len(optuna.load_study(study_name="captcha-tune-tracked", storage=f"sqlite:///{exp}/optuna.db").trials) == 3
+    base = ["sweep", "--storage", exp.parent, "--name", "tracked", "--data", easy_data, "--scheduler", "none", "--mlflow", store, *FLAGS]
+    for flags, msg in [(["--num-samples", 1], "can only grow"), (["--num-samples", 4, "--seed", 1], "--seed 0, not 1"),
+                       (["--num-samples", 4, "--bound", "peak_lr=1e-4:1e-3"], "another search space (peak_lr")]:
+        with pytest.raises(SystemExit) as e:
+            captcha_tune(*base, *flags)
+        err = capsys.readouterr().err
+        assert e.value.code == 2 and msg in err and "Traceback" not in err, err[-3000:]
+    assert len(load(exp)[0]) == 3, "a refused run changed nothing"
 
 
 def test_sweep_logs_each_trial_with_params_and_a_metric_history(exp):
