@@ -1,5 +1,5 @@
 """Does the search pay? Best val_full_match against worker-seconds, per arm, in one wall budget per arm and seed:
-(a) the reference config alone, one trial filling the budget; (b) random search; (c) the defaults, TPE + ASHA.
+(a) the reference config alone, one trial filling the budget (sized from the other arms' trials of the same seed); (b) random search; (c) the defaults, TPE + ASHA.
 
     python -m bench.search                                   # 3 arms x 2 seeds x 270 s (~30 min, 2 cores)
     python -m bench.search --budget-s 1500 --max-steps 800   # trials long enough to learn on 2 cores (~2.5 h)
@@ -48,6 +48,16 @@ def reference_steps(size: dict, out) -> int:
         per_step = median((x["wall_s"] - x["startup_s"]) / measured_steps for x in t)  # training + evals
         steps = (0.9 * size["budget_s"] - median(x["startup_s"] for x in t)) / per_step  # 10% for the actor's start and evals
     return max(every, int(steps // every) * every)
+
+
+def fitted_reference_steps(arms: list[dict], budget_s: float, every: int) -> int | None:
+    """max_steps of arm (a) sized from this seed's other arms: wall seconds = start-up + steps x per-step, fitted over
+    their trials (ASHA stops and the budget give several lengths); None when they ran a single length."""
+    steps, wall = zip(*[(t["steps_run"], t["wall_seconds"]) for a in arms for t in a["trials"] if t["steps_run"] and t["wall_seconds"]] or [(0, 0)])
+    if len(set(steps)) < 2:
+        return None
+    per_step, startup = np.polyfit(steps, wall, 1)
+    return max(every, int((0.9 * budget_s - max(0.0, startup)) / per_step // every) * every) if per_step > 0 else None
 
 
 def curve(history) -> tuple[list[float], list[float], float]:
@@ -104,11 +114,13 @@ def run(out, quick: bool = False, size: dict | None = None) -> dict:
     size = size or SIZES["quick" if quick else "full"]
     data_dir = easy_data(quick)
     init_ray()
-    ref_steps = reference_steps(size, out)
+    ref_steps = reference_steps(size, out)  # the fallback when no other arm ran first
     runs = {arm: {} for arm in size["arms"]}
     for seed in size["seeds"]:
-        for arm in size["arms"]:
-            train = dict(size["train"], max_steps=ref_steps, cosine_period=ref_steps // 2) if arm == "reference" else size["train"]
+        for arm in sorted(size["arms"], key=lambda a: a == "reference"):  # (a) last, sized from this seed's other arms
+            steps = fitted_reference_steps([rs[str(seed)] for rs in runs.values() if str(seed) in rs], size["budget_s"],
+                                           size["train"]["eval_every"]) or ref_steps
+            train = dict(size["train"], max_steps=steps, cosine_period=steps // 2) if arm == "reference" else size["train"]
             runs[arm][str(seed)] = r = run_arm(arm, seed, size, train, data_dir)
             print(f"search {arm} seed {seed}: best {r['final_best']:.3f} after {r['used_worker_s']:.0f} worker-s, {r['n_trials']} trials "
                   f"({r['n_errored']} errored); waited {r['waited_for_free_cpus_s']:.0f} s for free CPUs first", flush=True)
