@@ -1,4 +1,5 @@
-"""After a real sweep (subprocess drivers, one embedded Ray at a time): the results command writes the
+"""After a real sweep (subprocess drivers, one embedded Ray at a time): TPE + ASHA ran the reference config first,
+stopped some trials at its rungs, kept checkpoints per trial and recorded how each ended (search/status.py); the results command writes the
 tables/plots/report, export gives a standalone model equal to the checkpoint, and retrain trains the best
 config further than the sweep did, resumes after SIGINT, and exports."""
 
@@ -14,6 +15,9 @@ import pandas as pd
 import pytest
 
 from conftest import TINY, cli
+from results.experiment import best_in_hindsight, leaderboard, load, load_sweep
+from search import status
+from search.space import REFERENCE
 
 FLAGS = [x for k, v in TINY.items() for x in (f"--{k.replace('_', '-')}", str(v))]
 
@@ -21,8 +25,35 @@ FLAGS = [x for k, v in TINY.items() for x in (f"--{k.replace('_', '-')}", str(v)
 @pytest.fixture(scope="module")
 def exp(easy_data, tmp_path_factory):
     storage = tmp_path_factory.mktemp("exp")
-    cli("sweep", "--storage", storage, "--name", "s", "--data", easy_data, "--num-samples", 5, *FLAGS)
+    cli("sweep", "--storage", storage, "--name", "s", "--data", easy_data, "--num-samples", 6, *FLAGS)
     return storage / "s"
+
+
+def test_sweep_reference_first_asha_stops_some_checkpoints(exp):
+    trials, history = load(exp)
+    assert len(trials) == 6
+    sw = load_sweep(exp)
+    assert sw["reference"]["peak_lr"] == REFERENCE["peak_lr"] and sw["reference"]["focal_gamma"] == 2.0
+    ref = trials[(trials["peak_lr"] == 1e-3) & (trials["focal_gamma"] == 2.0) & (trials["focal_pos_weight"] == 3.0)]
+    assert len(ref) == 1, "the original config was evaluated"
+    assert trials["steps_run"].nunique() > 1 and (trials["status"] == "asha").any()
+    assert (trials["status"] == "completed").any() and trials["steps_run"].max() == TINY["max_steps"]
+    # every trial's end is recorded where it happened: ASHA's stops at a rung, the trial's own completion
+    ends = {tid: status.read(exp, tid) for tid in trials["trial_id"]}
+    assert all(os.path.exists(os.path.join(exp, status.FOLDER, f"{tid}.json")) for tid in ends)
+    assert {e["kind"] for e in ends.values()} == {"asha", "completed"}, ends
+    assert all(e["step"] in sw["rungs"] for e in ends.values() if e["kind"] == "asha"), (ends, sw["rungs"])
+    assert all(e["step"] == TINY["max_steps"] for e in ends.values() if e["kind"] == "completed"), ends
+    if ref["steps_run"].item() == TINY["max_steps"]:
+        assert ends[ref["trial_id"].item()]["kind"] == "completed"
+    for tid in trials["trial_id"]:
+        ckpts = [d for d in os.listdir(os.path.join(exp, "train", tid)) if d.startswith("checkpoint_")]
+        assert ckpts, f"trial {tid} has no checkpoint"
+    assert len(history) == sum(trials["steps_run"] // TINY["eval_every"])  # one row per report
+    ckpt, origin = best_in_hindsight(exp)
+    assert os.path.exists(ckpt) and origin["val_full_match"] == trials["best_val_full_match"].max()
+    board = leaderboard(trials)
+    assert board.iloc[0]["best_val_full_match"] == trials["best_val_full_match"].max() and len(board) == 6
 
 
 def test_results_tables_plots_report(exp, tmp_path):
@@ -30,7 +61,7 @@ def test_results_tables_plots_report(exp, tmp_path):
     assert "leaderboard" in out and "best trial" in out
     trials = pd.read_parquet(exp / "results" / "trials.parquet")
     history = pd.read_parquet(exp / "results" / "history.parquet")
-    assert len(trials) == 5 and trials["trial_id"].is_unique
+    assert len(trials) == 6 and trials["trial_id"].is_unique
     assert trials["status"].isin(["completed", "asha"]).all(), trials[["trial_id", "status", "reason"]]  # as recorded (search/status.py)
     asha = trials[trials["status"] == "asha"]
     assert (asha["status_step"] == asha["steps_run"]).all()  # ASHA stopped each at its last report
@@ -52,7 +83,6 @@ def test_export_matches_checkpoint_standalone(exp, easy_data, tmp_path):
     out = tmp_path / "model.pt2"
     said = cli("export", exp, "--out", out).stdout
     assert out.exists() and "trial" in said
-    from results.experiment import best_in_hindsight
     from results.predict import load_predictor, read_images
 
     ckpt, origin = best_in_hindsight(exp)
