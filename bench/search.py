@@ -1,5 +1,7 @@
 """Does the search pay? Best val_full_match against worker-seconds, per arm, in one wall budget per arm and seed:
-(a) the reference config alone, one trial filling the budget (sized from the other arms' trials of the same seed); (b) random search; (c) the defaults, TPE + ASHA.
+(a) the reference config alone, one trial filling the budget (sized from the other arms' trials of the same seed);
+(b) plain random search after the reference (what a hand-written Ray Tune script does); (c) captcha-tune's defaults:
+the reference, then the recommended config (search/space.py RECOMMENDED), then TPE, with ASHA.
 
     python -m bench.search                                   # 3 arms x 2 seeds x 270 s (~30 min, 2 cores)
     python -m bench.search --budget-s 1500 --max-steps 800   # trials long enough to learn on 2 cores (~2.5 h)
@@ -21,9 +23,9 @@ import numpy as np
 from bench.common import CACHE, RESULTS, Row, easy_data, read_json, write_json
 
 ARMS = {
-    "reference": dict(searcher="tpe", scheduler="none", label="(a) reference config alone"),
-    "random": dict(searcher="random", scheduler="none", label="(b) random search, no pruning"),
-    "tpe_asha": dict(searcher="tpe", scheduler="asha", label="(c) TPE + ASHA (defaults)"),
+    "reference": dict(searcher="tpe", scheduler="none", recommended=False, label="(a) reference config alone"),
+    "random": dict(searcher="random", scheduler="none", recommended=False, label="(b) random search, no pruning"),
+    "tpe_asha": dict(searcher="tpe", scheduler="asha", recommended=True, label="(c) TPE + ASHA (defaults)"),
 }
 WORKERS = 2
 MEANINGFUL = 0.05  # (b)'s final best below this (5% full match): the search found nothing, the share is not judged
@@ -94,7 +96,7 @@ def run_arm(arm: str, seed: int, size: dict, train: dict, data_dir: str) -> dict
     waited = time.time() - t0
     settings = SweepSettings(storage=str(root), name=name, data=data_dir, num_samples=1 if arm == "reference" else size["num_samples"],
                              workers_per_trial=WORKERS, time_budget_s=size["budget_s"], seed=seed,
-                             searcher=ARMS[arm]["searcher"], scheduler=ARMS[arm]["scheduler"])
+                             searcher=ARMS[arm]["searcher"], scheduler=ARMS[arm]["scheduler"], recommended=ARMS[arm]["recommended"])
     trials, history = load(run_sweep(settings, TrainConfig(seed=seed, **train)))
     xs, ys, used = curve(history)
     return dict(worker_s=xs, best=ys, used_worker_s=used, final_best=ys[-1] if ys else 0.0, n_trials=len(trials),

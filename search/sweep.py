@@ -15,7 +15,7 @@ from ray.tune.search import ConcurrencyLimiter, SearchGenerator
 from ray.tune.search.optuna import OptunaSearch
 
 from search import scheduler, status, warm_start
-from search.space import DefineByRun, check_values, materialize, parse_space, reference_point
+from search.space import DefineByRun, check_values, materialize, parse_space, start_points
 from trainable import storage
 from trainable.config import TrainConfig
 from trainable.metric import METRIC, MODE, WORST
@@ -39,6 +39,7 @@ class SweepSettings:
     time_budget_s: float = 0.0  # 0 = no limit
     seed: int = 0  # TPE sampler seed
     searcher: str = "tpe"  # 'tpe', 'gp' (Gaussian process) or 'random' (benchmarks)
+    recommended: bool = True  # evaluate search.space.RECOMMENDED second, after the reference
     scheduler: str = "asha"  # 'asha' or 'none' (benchmarks)
     optuna_storage: str | None = None  # an Optuna RDB URL (e.g. postgresql://...); default: EXP/optuna.db when local
     warm_start: str | None = None  # an earlier experiment whose finished trials seed a new sweep's study (search/warm_start.py)
@@ -89,7 +90,7 @@ class ExtendableSearch(SearchGenerator):
         self._total_samples = json.loads(storage.read_text(self.state_file))["settings"]["num_samples"]
 
 
-def build_searcher(s: SweepSettings, space: dict, reference: dict, exp: str):
+def build_searcher(s: SweepSettings, space: dict, points: list[dict], exp: str):
     import optuna
 
     if s.searcher == "random":
@@ -103,7 +104,7 @@ def build_searcher(s: SweepSettings, space: dict, reference: dict, exp: str):
     # The live study goes next to the experiment (optuna-dashboard sqlite:///EXP/optuna.db) when it is local.
     url = warm_start.study_url(exp, s.optuna_storage)
     db = optuna.storages.RDBStorage(url) if url else None  # None: in memory (an s3:// experiment without --optuna-storage)
-    return LearningOptunaSearch(DefineByRun(space), metric=METRIC, mode=MODE, points_to_evaluate=[reference],
+    return LearningOptunaSearch(DefineByRun(space), metric=METRIC, mode=MODE, points_to_evaluate=points,
                                 sampler=sampler, study_name=warm_start.study_name(s.name), storage=db)
 
 
@@ -182,7 +183,7 @@ def prepare_sweep(s: SweepSettings, base: TrainConfig, space_overrides: dict | N
     return Prepared(s, base, space, exp, resuming, scheduler.rungs(base.max_steps, base.eval_every, longest_warmup), longest_warmup)
 
 
-def build_tuner(p: Prepared, reference: dict, concurrent: int):
+def build_tuner(p: Prepared, points: list[dict], concurrent: int):
     """The Tuner: Optuna proposes (at most `concurrent` trials at a time), ASHA prunes, each trial is a Train run.
     A sweep that ran before is restored from its experiment state instead."""
     from ray import tune
@@ -203,7 +204,7 @@ def build_tuner(p: Prepared, reference: dict, concurrent: int):
         return tune.Tuner.restore(p.exp, trainable=trainable, resume_unfinished=True, resume_errored=False)
 
     # A total that can grow: ExtendableSearch reads it from sweep.json when a later command restores the sweep.
-    search = ExtendableSearch(ConcurrencyLimiter(build_searcher(s, p.space, reference, p.exp), max_concurrent=concurrent), p.state_file)
+    search = ExtendableSearch(ConcurrencyLimiter(build_searcher(s, p.space, points, p.exp), max_concurrent=concurrent), p.state_file)
     asha = None
     if s.scheduler == "asha" and p.rungs:
         asha = scheduler.build_asha(base.max_steps, p.rungs, p.exp)
@@ -238,11 +239,11 @@ def run_sweep(s: SweepSettings, base: TrainConfig, space_overrides: dict | None 
     concurrent = s.max_concurrent or max_concurrent_trials(s.workers_per_trial, s.cpus_per_worker, s.gpus_per_worker)
 
     # [3] Record the sweep for later commands (resume, extend, results), and say what will run.
-    reference = reference_point(p.space, base.max_steps, base)
+    points = start_points(p.space, base.max_steps, base, s.recommended)
     if not p.resuming:
         storage.write_text(p.state_file, json.dumps(dict(
             settings=dataclasses.asdict(s), base=base.to_dict(), space=space_json(p.space),
-            reference=reference, rungs=p.rungs, command=command, created=time.time()), indent=2))
+            reference=points[0], recommended=points[1] if len(points) > 1 else None, rungs=p.rungs, command=command, created=time.time()), indent=2))
     if s.scheduler == "asha":
         print(scheduler.rung_plan(base.max_steps, base.eval_every, p.longest_warmup, s.num_samples), flush=True)
     else:
@@ -251,7 +252,7 @@ def run_sweep(s: SweepSettings, base: TrainConfig, space_overrides: dict | None 
     quiet_divergence()
 
     # [4] Build the Tuner and run it.
-    tuner = build_tuner(p, reference, concurrent)
+    tuner = build_tuner(p, points, concurrent)
     started = time.monotonic()
     results = tuner.fit()
 

@@ -4,7 +4,7 @@ OptunaSearch, and a diverged or errored trial reaches the Optuna study as the wo
 import optuna
 import pytest
 
-from search.space import materialize, parse_space, reference_point
+from search.space import materialize, parse_space, start_points
 from search.sweep import SweepSettings, build_searcher
 from trainable.config import TrainConfig
 
@@ -12,7 +12,7 @@ from trainable.config import TrainConfig
 def searcher(tmp_path, name):
     space = materialize(parse_space(), 1200)
     s = SweepSettings(name="t", searcher=name, optuna_storage=f"sqlite:///{tmp_path}/study.db")
-    return build_searcher(s, space, reference_point(space, 1200, TrainConfig()), str(tmp_path))
+    return build_searcher(s, space, start_points(space, 1200, TrainConfig()), str(tmp_path))
 
 
 @pytest.mark.parametrize("name", ["tpe", "gp", "random"])
@@ -20,6 +20,8 @@ def test_every_searcher_searches_the_conditional_space(tmp_path, name):
     search = searcher(tmp_path, name)
     for i in range(12):
         config = search.suggest(f"t{i}")
+        if i < 2:  # the start points come first, whatever the searcher: the reference, then the recommended config
+            assert (config["head"], config["augment"], config["peak_lr"]) == (("multilabel", 0.0, 1e-3), ("ctc", 0.3, 1e-3))[i]
         assert ("focal_gamma" in config) == (config["head"] == "multilabel"), config
         search.on_trial_complete(f"t{i}", dict(val_score=config["peak_lr"] * 10, step=1200))
     assert len(search._ot_study.trials) == 12

@@ -4,7 +4,7 @@ bad bounds are rejected, ASHA's rungs sit after the longest warmup, and the Optu
 import pytest
 
 from search.scheduler import rungs
-from search.space import SpaceError, load_overrides, materialize, parse_bound, parse_space, reference_point
+from search.space import SpaceError, load_overrides, materialize, parse_bound, parse_space, reference_point, start_points
 from search.sweep import SweepSettings, build_searcher
 from trainable.config import TrainConfig
 
@@ -20,6 +20,18 @@ def test_reference_point_is_the_original_run_scaled():
     assert reference_point(space, 300000, TrainConfig()) == dict(
         peak_lr=1e-3, warmup_steps=5000, cosine_period=150000, head="multilabel", augment=0.0, focal_gamma=2.0, focal_pos_weight=3.0)
     assert reference_point(materialize(parse_space(), 600), 600, TrainConfig())["warmup_steps"] == 10
+
+
+def test_start_points_reference_then_recommended_where_the_space_allows():
+    space = materialize(parse_space(), 600)
+    ref, rec = start_points(space, 600, TrainConfig())
+    assert ref == reference_point(space, 600, TrainConfig())
+    assert rec == dict(peak_lr=1e-3, warmup_steps=10, cosine_period=300, head="ctc", augment=0.3)  # no focal settings in a ctc trial
+    assert start_points(space, 600, TrainConfig(), recommended=False) == [ref]
+    multilabel_only = materialize(parse_space({"head": {"choices": ["multilabel"]}}), 600)
+    assert len(start_points(multilabel_only, 600, TrainConfig())) == 1  # a CTC recommendation is none here
+    no_augment = materialize(parse_space({"augment": None}), 600)  # clipped to what is searched
+    assert start_points(no_augment, 600, TrainConfig())[1] == dict(peak_lr=1e-3, warmup_steps=10, cosine_period=300, head="ctc")
 
 
 @pytest.mark.parametrize("bound, message", [("peak_lr=1e-2:1e-4", "min"), ("peak_lr=0:1e-2", "> 0"),
@@ -44,7 +56,7 @@ def test_first_rung_after_longest_warmup():
 
 def test_optuna_study_storage(tmp_path):
     space = materialize(parse_space(), 500)
-    ref = reference_point(space, 500, TrainConfig())
+    ref = start_points(space, 500, TrainConfig())
     url = f"sqlite:///{tmp_path}/study.db"
     assert type(build_searcher(SweepSettings(optuna_storage=url), space, ref, "s3://b/e")._storage).__name__ == "RDBStorage"
     assert (tmp_path / "study.db").exists()

@@ -100,7 +100,7 @@ def test_the_sweeps_searcher_continues_the_seeded_study(tmp_path):
     seeds = warm_start.map_trials(warm_start.read_earlier(str(old)), fractions, NEW_MAX)
     assert warm_start.seed_study(warm_start.study_url(str(new), None), "captcha-tune-new", seeds, fractions, NEW_MAX)
     space = materialize(fractions, NEW_MAX)
-    search = build_searcher(s, space, reference_point(space, NEW_MAX, TrainConfig(max_steps=NEW_MAX)), str(new))
+    search = build_searcher(s, space, [reference_point(space, NEW_MAX, TrainConfig(max_steps=NEW_MAX))], str(new))
     config = search.suggest("t0")  # the reference point, the first new trial
     search.on_trial_complete("t0", dict(val_score=0.3, step=NEW_MAX))
     study = optuna.load_study(study_name="captcha-tune-new", storage=f"sqlite:///{new}/optuna.db")

@@ -22,7 +22,7 @@ def register(sub) -> None:
     p.add_argument("--data", default=None, help="dataset folder (default: generate one into the experiment)")
     p.add_argument("--spec", default="easy", choices=["easy", "mixed"], help="spec of generated data")
     p.add_argument("--data-n", type=int, default=None, help="images to generate")
-    p.add_argument("--num-samples", type=int, default=8, help="trials in total (the reference config is the first); "
+    p.add_argument("--num-samples", type=int, default=8, help="trials in total (the reference config is the first, the recommended one second); "
                    "a larger number extends a finished sweep of the same --name")
     p.add_argument("--workers-per-trial", type=int, default=None, help="DDP workers in each trial")
     p.add_argument("--gpus-per-worker", type=float, default=None)
@@ -32,6 +32,8 @@ def register(sub) -> None:
     p.add_argument("--seed", type=int, default=0, help="searcher seed (and of generated labels)")
     p.add_argument("--searcher", choices=["tpe", "gp", "random"], default="tpe",
                    help="Optuna sampler: tpe (multivariate TPE), gp (Gaussian process) or random")
+    p.add_argument("--no-recommended", dest="recommended", action="store_false",
+                   help="leave out the second start point, captcha-tune's recommended config (CTC head, augment 0.3, the reference's schedule)")
     p.add_argument("--scheduler", choices=["asha", "none"], default="asha")
     p.add_argument("--space", default=None, help="JSON/YAML file of range overrides: {peak_lr: {low: 1e-4, high: 1e-2}}")
     p.add_argument("--bound", action="append", default=[], help="range override NAME=LOW:HIGH or NAME=A,B (repeatable)")
@@ -61,7 +63,7 @@ def run(args) -> None:
         num_samples=args.num_samples, workers_per_trial=args.workers_per_trial or preset["workers"],
         gpus_per_worker=preset["gpus"] if args.gpus_per_worker is None else args.gpus_per_worker,
         cpus_per_worker=args.cpus_per_worker, max_concurrent=args.max_concurrent, time_budget_s=args.time_budget,
-        seed=args.seed, searcher=args.searcher, scheduler=args.scheduler, optuna_storage=args.optuna_storage,
+        seed=args.seed, searcher=args.searcher, recommended=args.recommended, scheduler=args.scheduler, optuna_storage=args.optuna_storage,
         warm_start=args.warm_start, mlflow=args.mlflow and tracking.check(args.mlflow),
     )
     if args.resume and not storage.exists(storage.join(experiment_path(s), "sweep.json")):
