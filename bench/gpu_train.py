@@ -22,12 +22,12 @@ import torch
 
 from bench.common import RESULTS, write_json
 from bench.loop import batches, resident, train_loop
-from search.space import REFERENCE
+from search.space import RECOMMENDED, REFERENCE
 from trainable import checkpoint
 from trainable.config import GPU_MODEL, TrainConfig, input_shape
 from trainable.data import generate, load_split, read_meta
 
-CONFIGS = dict(reference=REFERENCE, ctc=dict(REFERENCE, head="ctc", augment=0.3))  # step settings: fractions of the run
+CONFIGS = dict(reference=REFERENCE, ctc=RECOMMENDED)  # step settings: fractions of the run
 MODELS = dict(gpu=GPU_MODEL, small={})  # small: the CPU default size (a smoke test of this script)
 
 

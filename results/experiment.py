@@ -202,6 +202,28 @@ def leaderboard(trials: pd.DataFrame, top: int = 10) -> pd.DataFrame:
     return trials.sort_values("best_val_full_match", ascending=False, na_position="last")[cols].head(top)
 
 
+def matches(row, point: dict) -> bool:
+    """Whether a trials-table row ran the config `point` (floats compared to 1e-6)."""
+    for k, v in point.items():
+        x = row.get(k)
+        if isinstance(v, (int, float)) and not isinstance(v, bool):
+            if x is None or pd.isna(x) or not math.isclose(float(x), float(v), rel_tol=1e-6, abs_tol=1e-12):
+                return False
+        elif x != v:
+            return False
+    return True
+
+
+def start_point_results(trials: pd.DataFrame, sweep: dict) -> list[str]:
+    """'the reference config: 5.8% (trial t1, completed)', and the same for the recommended config when it ran."""
+    out = []
+    for label, point in (("reference", sweep.get("reference")), ("recommended", sweep.get("recommended"))):
+        row = next((r for _, r in trials.iterrows() if point and matches(r, point)), None)
+        if row is not None and not pd.isna(row["best_val_full_match"]):
+            out.append(f"the {label} config: {row['best_val_full_match']:.1%} (trial {row['trial_id']}, {row['status']} at step {row['steps_run']})")
+    return out
+
+
 def print_summary(exp) -> pd.DataFrame:
     """Print the leaderboard (short statuses, the long reasons under it), the best trial and its edge warnings;
     write the tables; return the trials table."""
@@ -225,6 +247,8 @@ def print_summary(exp) -> pd.DataFrame:
         for name in sweep["space"]:
             if name in best and not pd.isna(best[name]):  # NaN: not searched in this trial (focal settings of a ctc trial)
                 print(f"  {name} = {best[name]:.4g}" if isinstance(best[name], float) else f"  {name} = {best[name]}")
+        for line in start_point_results(trials, sweep):
+            print(f"  vs {line}")
     for w in edge_warnings(trials, sweep["space"], max_steps=sweep["base"].get("max_steps")):
         print(w)
     try:

@@ -14,7 +14,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from results.experiment import LABELS  # noqa: E402
+from results.experiment import LABELS, matches  # noqa: E402
 from search.status import FINISHED  # noqa: E402
 from trainable.schedule import lr_at  # noqa: E402
 
@@ -84,17 +84,6 @@ def learning_curves(history: pd.DataFrame, trials: pd.DataFrame, out, rungs=()) 
     return str(out)
 
 
-def _matches(row, point: dict) -> bool:
-    for k, v in point.items():
-        x = row.get(k)
-        if isinstance(v, (int, float)) and not isinstance(v, bool):
-            if x is None or pd.isna(x) or not math.isclose(float(x), float(v), rel_tol=1e-6, abs_tol=1e-12):
-                return False
-        elif x != v:
-            return False
-    return True
-
-
 def params_vs_metric(trials: pd.DataFrame, space: dict, out, reference: dict | None = None) -> str:
     """One panel per searched parameter: its value vs best_val_full_match, over the whole search range."""
     done = trials[trials[SHOWN].notna()] if len(trials) and SHOWN in trials else trials.iloc[0:0]
@@ -102,7 +91,7 @@ def params_vs_metric(trials: pd.DataFrame, space: dict, out, reference: dict | N
         return _message(out, "no trials with validation reports yet")
     best = best_trial(done)
     top = max(0.05, done[SHOWN].max())
-    ref = next((r for _, r in done.iterrows() if reference and _matches(r, reference)), None)
+    ref = next((r for _, r in done.iterrows() if reference and matches(r, reference)), None)
     ncols = min(3, len(space))
     nrows = math.ceil(len(space) / ncols)
     fig, axes = plt.subplots(nrows, ncols, figsize=(4.2 * ncols, 3.4 * nrows), squeeze=False)

@@ -59,6 +59,11 @@ def test_sweep_reference_first_asha_stops_some_checkpoints(exp):
 def test_results_tables_plots_report(exp, tmp_path):
     out = cli("results", exp).stdout
     assert "leaderboard" in out and "best trial" in out
+    sw, table = load_sweep(exp), load(exp)[0].set_index("trial_id")
+    assert sw["recommended"]["head"] == "ctc" and sw["recommended"]["augment"] == 0.3
+    for label in ("reference", "recommended"):  # how the two start points did, against the best
+        tid = out.split(f"vs the {label} config: ")[1].split("(trial ")[1].split(",")[0]
+        assert table.loc[tid, "head"] == sw[label]["head"] and table.loc[tid, "augment"] == sw[label]["augment"], (label, tid)
     trials = pd.read_parquet(exp / "results" / "trials.parquet")
     history = pd.read_parquet(exp / "results" / "history.parquet")
     assert len(trials) == 6 and trials["trial_id"].is_unique

@@ -222,6 +222,8 @@ def test_results_command(tmp_path, monkeypatch, capsys):
     main(["results", str(exp), "--out", str(tmp_path / "out")])
     printed = capsys.readouterr().out
     assert "best trial t1" in printed
+    assert "  vs the reference config: 60.0% (trial t0, completed at step 500)\n" in printed  # no recommended config in this sweep.json
+    assert "recommended config" not in printed
     board = printed.split("leaderboard")[1].split("\n\n")[0]
     assert "ASHA@100" in board and "diverged@150" in board and "train loss" not in board and "rung 1" not in board
     assert f"  t4 diverged@150: {DIVERGED.format(150, 0.009)}\n" in printed  # the long reasons, under the table
