@@ -31,7 +31,7 @@ class SweepSettings:
     data: str | None = None  # dataset folder; None = generate `spec` data into the experiment
     spec: str = "easy"  # spec of generated data
     data_n: int = 6000  # images to generate
-    num_samples: int = 8  # trials in total, the reference config first
+    num_samples: int = 8  # trials in total: the reference config first, the recommended one second
     workers_per_trial: int = 2
     gpus_per_worker: float = 0.0
     cpus_per_worker: float = 1.0
