@@ -25,7 +25,7 @@ from bench.common import CACHE, RESULTS, Row, easy_data, read_json, write_json
 ARMS = {
     "reference": dict(searcher="tpe", scheduler="none", recommended=False, label="(a) reference config alone"),
     "random": dict(searcher="random", scheduler="none", recommended=False, label="(b) random search, no pruning"),
-    "tpe_asha": dict(searcher="tpe", scheduler="asha", recommended=True, label="(c) TPE + ASHA (defaults)"),
+    "tpe_asha": dict(searcher="tpe", scheduler="asha", recommended=True, label="(c) defaults: reference, recommended, then TPE; ASHA"),
 }
 WORKERS = 2
 MEANINGFUL = 0.05  # (b)'s final best below this (5% full match): the search found nothing, the share is not judged
