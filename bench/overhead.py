@@ -101,7 +101,6 @@ def plot(r: dict):
 
 
 def rows(r: dict) -> list[Row]:
-    r = r.get("train_defaults", r)  # an overhead.json from before the lean arm was dropped keeps the default arm here
     gib = f"{r['peak_rss_bytes'] / 2**30:.1f} / {r['peak_pss_bytes'] / 2**30:.1f}"
     return [
         Row("overhead", "sweep wall / sum of trials' training time", r["wall_over_train"], "<= 1.1", r["wall_over_train"] <= 1.1),

@@ -20,7 +20,7 @@ from statistics import median
 
 import numpy as np
 
-from bench.common import CACHE, RESULTS, Row, easy_data, read_json, write_json
+from bench.common import CACHE, RESULTS, Row, easy_data, write_json
 
 ARMS = {
     "reference": dict(searcher="tpe", scheduler="none", recommended=False, label="(a) reference config alone"),
@@ -41,25 +41,14 @@ def sized(budget_s: float, max_steps: int, seeds: int, num_samples: int, arms=tu
 SIZES = dict(full=sized(270, 300, 2, 12), quick=sized(40, 20, 1, 3))
 
 
-def reference_steps(size: dict, out) -> int:
-    """max_steps of arm (a): what one trial runs in the budget, from overhead.json's trials when present."""
-    every, measured = size["train"]["eval_every"], read_json(out, "overhead") or read_json(RESULTS, "overhead")
-    steps = 3 * size["train"]["max_steps"]
-    if measured:
-        t, measured_steps = measured["trials"], measured["settings"]["train"]["max_steps"]
-        per_step = median((x["wall_s"] - x["startup_s"]) / measured_steps for x in t)  # training + evals
-        steps = (0.9 * size["budget_s"] - median(x["startup_s"] for x in t)) / per_step  # 10% for the actor's start and evals
-    return max(every, int(steps // every) * every)
-
-
-def fitted_reference_steps(arms: list[dict], budget_s: float, every: int) -> int | None:
+def reference_steps(arms: list[dict], budget_s: float, every: int, max_steps: int) -> int:
     """max_steps of arm (a) sized from this seed's other arms: wall seconds = start-up + steps x per-step, fitted over
-    their trials (ASHA stops and the budget give several lengths); None when they ran a single length."""
+    their trials (ASHA stops and the budget give several lengths); 3 x a search trial's when they ran one length."""
     steps, wall = zip(*[(t["steps_run"], t["wall_seconds"]) for a in arms for t in a["trials"] if t["steps_run"] and t["wall_seconds"]] or [(0, 0)])
-    if len(set(steps)) < 2:
-        return None
-    per_step, startup = np.polyfit(steps, wall, 1)
-    return max(every, int((0.9 * budget_s - max(0.0, startup)) / per_step // every) * every) if per_step > 0 else None
+    per_step, startup = np.polyfit(steps, wall, 1) if len(set(steps)) > 1 else (0.0, 0.0)
+    if per_step <= 0:
+        return 3 * max_steps
+    return max(every, int((0.9 * budget_s - max(0.0, startup)) / per_step // every) * every)
 
 
 def curve(history) -> tuple[list[float], list[float], float]:
@@ -116,17 +105,16 @@ def run(out, quick: bool = False, size: dict | None = None) -> dict:
     size = size or SIZES["quick" if quick else "full"]
     data_dir = easy_data(quick)
     init_ray()
-    ref_steps = reference_steps(size, out)  # the fallback when no other arm ran first
     runs = {arm: {} for arm in size["arms"]}
     for seed in size["seeds"]:
         for arm in sorted(size["arms"], key=lambda a: a == "reference"):  # (a) last, sized from this seed's other arms
-            steps = fitted_reference_steps([rs[str(seed)] for rs in runs.values() if str(seed) in rs], size["budget_s"],
-                                           size["train"]["eval_every"]) or ref_steps
+            steps = reference_steps([rs[str(seed)] for rs in runs.values() if str(seed) in rs], size["budget_s"],
+                                    size["train"]["eval_every"], size["train"]["max_steps"])
             train = dict(size["train"], max_steps=steps, cosine_period=steps // 2) if arm == "reference" else size["train"]
             runs[arm][str(seed)] = r = run_arm(arm, seed, size, train, data_dir)
             print(f"search {arm} seed {seed}: best {r['final_best']:.3f} after {r['used_worker_s']:.0f} worker-s, {r['n_trials']} trials "
                   f"({r['n_errored']} errored); waited {r['waited_for_free_cpus_s']:.0f} s for free CPUs first", flush=True)
-    result = dict(settings=dict(size, workers_per_trial=WORKERS, reference_max_steps=ref_steps, data=data_dir), runs=runs,
+    result = dict(settings=dict(size, workers_per_trial=WORKERS, data=data_dir), runs=runs,
                   final_best={arm: {s: r["final_best"] for s, r in rs.items()} for arm, rs in runs.items()})
     if "random" in runs and "tpe_asha" in runs:
         shares = {s: share(b, runs["tpe_asha"][s]) for s, b in runs["random"].items() if s in runs["tpe_asha"]}

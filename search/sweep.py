@@ -66,12 +66,16 @@ class LearningOptunaSearch(OptunaSearch):
     """OptunaSearch that tells a diverged or errored trial to the study as the worst value (COMPLETE, not FAIL):
     TPE and GP leave failed trials out of their model, so they would keep proposing the region that diverged."""
 
+    def __init__(self, *args, **kwargs):
+        self._last: dict[str, dict] = {}  # each running trial's latest result; set first: OptunaSearch.__init__ calls methods
+        super().__init__(*args, **kwargs)
+
     def on_trial_result(self, trial_id: str, result: dict):
         super().on_trial_result(trial_id, result)
-        self.__dict__.setdefault("_last", {})[trial_id] = result  # OptunaSearch.__init__ calls methods before ours could run
+        self._last[trial_id] = result
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False):
-        last = {**self.__dict__.setdefault("_last", {}).pop(trial_id, {}), **(result or {})}
+        last = {**self._last.pop(trial_id, {}), **(result or {})}
         if error or last.get("diverged"):
             result, error = {**last, METRIC: WORST}, False
         super().on_trial_complete(trial_id, result, error)

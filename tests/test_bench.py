@@ -104,8 +104,8 @@ def test_bench_loop_feeds_each_image_once_an_epoch_and_evaluates_on_schedule():
 
 def test_reference_arm_is_sized_from_the_other_arms_trials():
     """bench.search gives arm (a) the steps one trial runs in the budget: a line fitted to the other arms' trials."""
-    from bench.search import fitted_reference_steps
+    from bench.search import reference_steps
 
     trials = [dict(steps_run=n, wall_seconds=20 + 0.1 * n) for n in (100, 250, 500)]  # 20 s start-up, 0.1 s a step
-    assert fitted_reference_steps([dict(trials=trials[:2]), dict(trials=trials[2:])], 600, 50) == 5200  # (540 - 20) / 0.1
-    assert fitted_reference_steps([dict(trials=trials[2:])], 600, 50) is None  # one length: no fit, the fallback is used
+    assert reference_steps([dict(trials=trials[:2]), dict(trials=trials[2:])], 600, 50, 300) == 5200  # (540 - 20) / 0.1
+    assert reference_steps([dict(trials=trials[2:])], 600, 50, 300) == 900  # one length: no fit, 3 x a search trial

@@ -124,7 +124,9 @@ def input_shape(cfg: TrainConfig, meta: dict) -> TrainConfig:
     A CTC head also gets at least the width its longest label needs.
     """
     if not cfg.img_width:
-        w, h = meta.get("image_size") or (160, 60)
+        from trainable.data import IMAGE_SIZE  # the generator's size, for sets made before meta held one
+
+        w, h = meta.get("image_size") or IMAGE_SIZE
         width = max(AUTO_WIDTH_MULTIPLE, round(cfg.img_height * w / h / AUTO_WIDTH_MULTIPLE) * AUTO_WIDTH_MULTIPLE)
         if cfg.head == "ctc":
             width = max(width, 4 * ctc_min_columns(meta["max_len"]))
