@@ -170,6 +170,17 @@ def nodes(driver_env: dict, alive: list[str] = (), dead: list[str] = (), timeout
     return answer["nodes"]
 
 
+def _ensure_auth_token(env: dict) -> None:
+    """Make Ray's auth token where `ray start` reads it, if there is none (`ray get-auth-token --generate`).
+
+    `ray.init()` makes one for a local cluster, but `ray start --head` refuses to start without one: on a fresh
+    machine the head failed with "Token authentication is enabled but no authentication token was found"."""
+    cmd = [sys.executable, "-m", "ray.scripts.scripts", "get-auth-token", "--generate"]
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)  # stdout is the token: not shown
+    if out.returncode != 0:
+        raise RuntimeError(f"`ray get-auth-token --generate` failed ({out.returncode}): {(out.stderr.strip().splitlines() or ['?'])[-1]}")
+
+
 def start(workers: int = 2, cpus_per_worker_node: int = 1, head_cpus: int = 0, state_dir: str = DEFAULT_STATE_DIR,
           gpus_per_worker_node: int = 0, env: dict | None = None, timeout_s: float = START_TIMEOUT_S) -> dict:
     """Start a head node and `workers` worker nodes on this machine; return the state: dict(address, env (the
@@ -190,10 +201,12 @@ def start(workers: int = 2, cpus_per_worker_node: int = 1, head_cpus: int = 0, s
     # RAY_ADDRESS in every node's processes: Ray code that looks the cluster up by itself (the state API in
     # Ray Train's placement-group cleaner) would otherwise find several Ray instances on this machine and fail.
     node_env = os.environ | dict(env or {}) | {"RAY_ADDRESS": address}
-    # Ray token auth: the head makes ~/.ray/auth_token if missing, worker nodes and drivers read it. Ray only
-    # uses it with an explicit address when RAY_AUTH_MODE=token, so drivers need that variable too.
+    # Ray token auth: nodes and drivers read the token (~/.ray/auth_token, RAY_AUTH_TOKEN_PATH or RAY_AUTH_TOKEN).
+    # Ray only uses it with an explicit address when RAY_AUTH_MODE=token, so drivers need that variable too.
     node_env.setdefault("RAY_AUTH_MODE", "token")
     driver_env = {"RAY_ADDRESS": address, "RAY_AUTH_MODE": node_env["RAY_AUTH_MODE"]}
+    if node_env["RAY_AUTH_MODE"] == "token":
+        _ensure_auth_token(node_env)
     # A private, short Ray temp dir: Unix socket paths stay under their length limit, and the
     # "current cluster" file that a plain ray.init() reads goes there instead of /tmp/ray.
     temp_dir = tempfile.mkdtemp(prefix="ray-", dir="/tmp" if os.path.isdir("/tmp") else None)
