@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 
@@ -30,6 +31,16 @@ def cli(*args, timeout=600, env=None, check=True):
     if check and proc.returncode != 0:
         raise AssertionError(f"captcha-tune {' '.join(map(str, args))} exited {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
     return proc
+
+
+# The prefix Ray puts on the output of its worker processes, which it echoes into the driver's stderr.
+RAY_WORKER_LINE = re.compile(r"^\s*(\x1b\[[0-9;]*m)?\((\S+ )?pid=\d+")
+
+
+def own_output(text: str) -> str:
+    """`text` without the lines Ray echoes from worker processes: in a test that runs commands in-process on one
+    Ray, an actor of an earlier command that is shut down can print its own traceback in a later command's output."""
+    return "\n".join(line for line in text.splitlines() if not RAY_WORKER_LINE.match(line))
 
 
 def png_files(items, folder) -> list:

@@ -14,7 +14,7 @@ import urllib.request
 
 import pytest
 
-from conftest import TINY
+from conftest import TINY, own_output
 
 mlflow = pytest.importorskip("mlflow")
 
@@ -81,7 +81,7 @@ def test_extending_keeps_the_finished_trials_and_refuses_other_settings(exp, eas
                        (["--num-samples", 4, "--bound", "peak_lr=1e-4:1e-3"], "another search space (peak_lr")]:
         with pytest.raises(SystemExit) as e:
             captcha_tune(*base, *flags)
-        err = capsys.readouterr().err
+        err = own_output(capsys.readouterr().err)
         assert e.value.code == 2 and msg in err and "Traceback" not in err, err[-3000:]
     assert len(load(exp)[0]) == 3, "a refused run changed nothing"
 
