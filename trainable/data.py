@@ -25,12 +25,15 @@ from trainable.errors import UserError
 from trainable.preprocess import images_to_array
 
 SHARD_ROWS = 5000
-IMAGE_SIZE = (160, 60)  # width, height drawn by the `captcha` package
+IMAGE_SIZE = (160, 60)  # width, height drawn by the `captcha` package (easy, mixed)
 SPECS = {
     # 4 characters from 0-9A-Z, like the original easy captchas
     "easy": dict(charset=PAD + string.digits + string.ascii_uppercase, max_len=4),
     # 75% 4-7 characters from 0-9A-Za-z, 25% arithmetic questions 'A op B=?'
     "mixed": dict(charset=FULL_CHARSET, max_len=MAX_LEN),
+    # 6 characters from 0-9a-z at 200x80, four font faces, heavier noise (../shared/bench/README.md's hard spec):
+    # like the real 6-character line-noise set the CPU defaults failed on
+    "hard": dict(charset=PAD + string.digits + string.ascii_lowercase, max_len=6, image_size=[200, 80]),
 }
 
 
@@ -43,17 +46,53 @@ def sample_label(spec: str, rng: random.Random) -> tuple[str, str]:
     """(label, kind) drawn from a spec's distribution."""
     if spec == "easy":
         return "".join(rng.choices(string.digits + string.ascii_uppercase, k=4)), "text"
+    if spec == "hard":
+        return "".join(rng.choices(string.digits + string.ascii_lowercase, k=6)), "text"
     if rng.random() < 0.75:
         return "".join(rng.choices(string.digits + string.ascii_letters, k=rng.randint(4, 7))), "text"
     a, b = (rng.randint(0, 9) if rng.random() < 0.5 else rng.randint(10, 99) for _ in range(2))
     return f"{a}{rng.choice('+-*')}{b}=?", "math"
 
 
-def _render(labels: list[str]) -> list[bytes]:
+def _render(labels: list[str], spec: str = "easy") -> list[bytes]:
     from captcha.image import ImageCaptcha  # draws from `secrets`: images can't be seeded
 
+    if spec == "hard":
+        return [_png(im) for im in _render_hard(labels)]
     gen = ImageCaptcha(width=IMAGE_SIZE[0], height=IMAGE_SIZE[1])
     return [gen.generate(label, format="png").getvalue() for label in labels]
+
+
+def _render_chunk(args) -> list[bytes]:
+    return _render(*args)
+
+
+def _render_hard(labels: list[str]):
+    """The hard spec, drawn as the package's own `generate_image` does, with more noise."""
+    import secrets
+
+    import matplotlib
+    from captcha.image import DEFAULT_FONTS, ImageCaptcha, random_color
+    from PIL.ImageFilter import SMOOTH
+
+    ttf = Path(matplotlib.get_data_path()) / "fonts" / "ttf"
+    fonts = DEFAULT_FONTS + [str(ttf / f) for f in ("DejaVuSans.ttf", "DejaVuSerif.ttf", "DejaVuSansMono.ttf")]
+    gen = ImageCaptcha(width=200, height=80, fonts=fonts, font_sizes=(42, 48, 54))
+    for label in labels:
+        color = random_color(10, 200, secrets.randbelow(36) + 220)
+        im = gen.create_captcha_image(label, color, random_color(238, 255))
+        gen.create_noise_dots(im, color, width=2, number=120)
+        for _ in range(3):
+            gen.create_noise_curve(im, color)
+        yield im.filter(SMOOTH)
+
+
+def _png(im) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    im.save(buf, format="PNG")
+    return buf.getvalue()
 
 
 # ---------------------------------------------------------------- writing
@@ -83,13 +122,13 @@ def generate(spec: str, n: int, out, val_fraction: float = 0.1, seed: int | None
     chunks = [labels[i : i + 100] for i in range(0, n, 100)]
     images, t0 = [], time.time()
     with Pool(processes or os.cpu_count()) as pool:
-        for done in pool.imap(_render, [[l for l, _ in c] for c in chunks]):
+        for done in pool.imap(_render_chunk, [([l for l, _ in c], spec) for c in chunks]):
             images += done
             if len(images) % 1000 < 100 or len(images) == n:
                 print(f"generated {len(images)}/{n} images ({len(images) / (time.time() - t0):.0f} img/s)", flush=True)
     rows = [(img, label, kind) for img, (label, kind) in zip(images, labels)]
     n_val = max(1, int(n * val_fraction))
-    return write_dataset(out, {"train": rows[n_val:], "val": rows[:n_val]}, spec=spec, image_size=list(IMAGE_SIZE), **SPECS[spec])
+    return write_dataset(out, {"train": rows[n_val:], "val": rows[:n_val]}, spec=spec, **{"image_size": list(IMAGE_SIZE), **SPECS[spec]})
 
 
 # ---------------------------------------------------------------- reading

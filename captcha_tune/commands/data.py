@@ -8,7 +8,7 @@ def register(sub) -> None:
     verbs = p.add_subparsers(dest="data_verb", required=True)
 
     g = verbs.add_parser("generate", help="render captchas with the `captcha` package on all cores")
-    g.add_argument("--spec", choices=["easy", "mixed"], default="easy")
+    g.add_argument("--spec", choices=["easy", "mixed", "hard"], default="easy")
     g.add_argument("--n", type=int, default=5000, help="number of images (train + validation)")
     g.add_argument("--out", required=True, help="dataset folder to write")
     g.add_argument("--val-fraction", type=float, default=0.1)

@@ -20,7 +20,7 @@ def register(sub) -> None:
     p.add_argument("--storage", default="experiments", help="local folder or s3:// / gs:// URI")
     p.add_argument("--name", default="sweep", help="experiment name; re-running the same name resumes it")
     p.add_argument("--data", default=None, help="dataset folder (default: generate one into the experiment)")
-    p.add_argument("--spec", default="easy", choices=["easy", "mixed"], help="spec of generated data")
+    p.add_argument("--spec", default="easy", choices=["easy", "mixed", "hard"], help="spec of generated data")
     p.add_argument("--data-n", type=int, default=None, help="images to generate")
     p.add_argument("--num-samples", type=int, default=8, help="trials in total (the reference config is the first, the recommended one second); "
                    "a larger number extends a finished sweep of the same --name")
