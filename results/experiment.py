@@ -15,6 +15,7 @@ import pyarrow.fs as pafs
 
 from search import status
 from trainable import storage
+from trainable.config import STEP_SETTINGS
 from trainable.errors import UserError
 from trainable.metric import METRIC
 
@@ -151,7 +152,6 @@ def best_in_hindsight(exp) -> tuple[str, dict]:
     return storage.join(row["checkpoint_path"], "checkpoint.pt"), origin
 
 
-STEP_SETTINGS = ("warmup_steps", "cosine_period")  # searched as fractions of max_steps, stored as steps
 HARD_CEILINGS = {"augment": 2.0}  # TrainConfig rejects more
 
 
@@ -161,7 +161,7 @@ def hard_limits(name: str, p: dict, max_steps: int | None = None) -> tuple[float
     search/space.py rejects bounds below 0 (log ranges: 0 itself) and step fractions above 1.0 (= max_steps);
     a cosine period is at least one step.
     """
-    floor = None if p["kind"] == "log" else 1 if name == "cosine_period" else 0
+    floor = None if p["kind"] == "log" else STEP_SETTINGS.get(name, 0)
     if p["kind"] == "steps":
         ceiling = 1.0
     elif name in STEP_SETTINGS and max_steps:

@@ -84,6 +84,27 @@ def learning_curves(history: pd.DataFrame, trials: pd.DataFrame, out, rungs=()) 
     return str(out)
 
 
+def run_curve(history: pd.DataFrame, out, title: str = "Retrain") -> str:
+    """One run's validation full match and LR against the step, the best evaluation starred: did it stop rising?"""
+    if not len(history):
+        return _message(out, "no validation reports")
+    fig, ax = plt.subplots(figsize=(9.5, 4.5))
+    ax.plot(history["step"], history["val_full_match"], marker=".", color="tab:green", label="val_full_match")
+    best = history.loc[history["val_full_match"].idxmax()]
+    ax.plot(best["step"], best["val_full_match"], marker="*", ms=14, color="gold", mec="black", ls="none", zorder=5,
+            label=f"best {best['val_full_match']:.3f} at step {int(best['step'])}")
+    ax.set(xlabel="step", ylabel="val_full_match", title=title, xlim=(0, None), ylim=(0, 1.02))
+    ax.grid(alpha=0.3)
+    lr = ax.twinx()
+    lr.plot(history["step"], history["lr"], color="tab:blue", alpha=0.35, lw=1)
+    lr.set_ylabel("lr at the evaluation", color="tab:blue")
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return str(out)
+
+
 def params_vs_metric(trials: pd.DataFrame, space: dict, out, reference: dict | None = None) -> str:
     """One panel per searched parameter: its value vs best_val_full_match, over the whole search range."""
     done = trials[trials[SHOWN].notna()] if len(trials) and SHOWN in trials else trials.iloc[0:0]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 import os
 
 import pandas as pd
@@ -11,39 +10,45 @@ import pandas as pd
 from results.experiment import load, load_sweep
 from trainable import checkpoint, storage
 from trainable.config import TrainConfig
+from trainable.data import dataset_meta
+from trainable.errors import UserError
+from trainable.schedule import cycle_end
 from trainable.driver import RunSettings, run_training
 
-STEP_PARAMS = ("warmup_steps", "cosine_period")
+CAP_TRIALS = 20  # the default step cap of a retrain, in trial lengths: generous, since a plateau ends it first
+EVAL_EPOCHS = 1.0  # a retrain evaluates once per epoch of its training set (at least 4 times per cosine cycle)
+SGDR_MULT = 2.0  # each cosine cycle twice the one before: long low-LR phases late, where an open-ended run gains
 
 
-def whole_cycles(steps: int, warmup: int, period: int) -> int:
-    """The run length nearest `steps` that ends where a cosine cycle does, at the LR floor: a run cut just after a
-    warm restart ends at the peak LR, with the score in its dip."""
-    return warmup + max(1, round((steps - warmup) / period)) * period
+def best_config(exp, max_steps: int | None = None, patience: int = 5, eval_epochs: float = EVAL_EPOCHS,
+                time_budget_s: float = 0.0, data: str | None = None) -> tuple[TrainConfig, dict]:
+    """The best trial's config, set up to train until its validation score stops rising.
 
-
-def best_config(exp, max_steps: int | None = None, patience: int = 5) -> tuple[TrainConfig, dict]:
-    """The best trial's config; step-valued settings scale with max_steps as the search space did."""
+    The trial's warmup and first cosine period are kept (the schedule the sweep chose), then each cycle doubles
+    (SGDR). The run ends on a plateau (worker.stop_reason), at `time_budget_s`, or at its step cap: `max_steps`,
+    by default CAP_TRIALS trial lengths, moved up to the end of a cosine cycle."""
     sweep = load_sweep(exp)
     _, origin = checkpoint.resolve(exp)
     trials, _ = load(exp)
     best = trials.set_index("trial_id").loc[origin["trial_id"]]
     values = {**sweep["base"], **{p: best[p] for p in sweep["space"] if not pd.isna(best[p])}}  # NaN: not searched in this trial (focal for ctc)
     values = {k: type(sweep["base"][k])(v) for k, v in values.items()}  # numpy scalars -> python
-    trial_steps = sweep["base"]["max_steps"]
-    steps = max_steps or trial_steps
-    for p in STEP_PARAMS:
-        values[p] = max(1 if p == "cosine_period" else 0, round(values[p] * steps / trial_steps))
-    steps = whole_cycles(steps, values["warmup_steps"], values["cosine_period"])
-    if patience:  # a warm restart sets the LR back to its peak and the score dips for a while: wait out a whole cycle
-        patience = max(patience, math.ceil(values["cosine_period"] / values["eval_every"]))
-    return TrainConfig.from_dict({**values, "max_steps": steps, "patience": patience}), origin
+    if data:  # e.g. more images of the same spec than the sweep used
+        values["data_dir"] = storage.normalize(data)
+    cfg = TrainConfig.from_dict({**values, "cosine_mult": SGDR_MULT, "patience": patience, "time_budget_s": time_budget_s})
+    shortest = cfg.warmup_steps + cfg.cosine_period
+    if max_steps is not None and max_steps < shortest:
+        raise UserError(f"--max-steps {max_steps} is shorter than one warmup + one cosine period of the best config; use at least {shortest}")
+    cap = cycle_end(max_steps or CAP_TRIALS * sweep["base"]["max_steps"], cfg.warmup_steps, cfg.cosine_period, cfg.cosine_mult)
+    train_images = dataset_meta(cfg.data_dir)["counts"]["train"]
+    epoch = max(1, round(eval_epochs * train_images / cfg.batch_size))
+    return cfg.replace(max_steps=cap, eval_every=max(1, min(epoch, cfg.cosine_period // 4))), origin
 
 
 def retrain(exp, workers: int | None = None, gpus_per_worker: float | None = None, max_steps: int | None = None,
             patience: int = 5, name: str = "retrain", out: str | None = None, test: str | None = None,
-            data: str | None = None, callbacks=()) -> dict:
-    """Train (or resume) EXP/retrain/NAME, export its best checkpoint, optionally evaluate on a test set."""
+            data: str | None = None, callbacks=(), time_budget_s: float = 0.0, eval_epochs: float = EVAL_EPOCHS) -> dict:
+    """Train (or resume) EXP/retrain/NAME until it stops improving, export its best checkpoint, optionally test it."""
     from cluster.connect import check_fits, init_ray
     from results.evaluate import evaluate, load_rows
     from results.export import export_model
@@ -51,24 +56,51 @@ def retrain(exp, workers: int | None = None, gpus_per_worker: float | None = Non
     from trainable.progress import Progress
 
     sweep = load_sweep(exp)
-    cfg, origin = best_config(exp, max_steps, patience)
-    if data:  # e.g. more images of the same spec than the sweep used
-        cfg = cfg.replace(data_dir=storage.normalize(data))
+    cfg, origin = best_config(exp, max_steps, patience, eval_epochs, time_budget_s, data)
     s = sweep["settings"]
     run = RunSettings(workers=workers or s["workers_per_trial"], cpus_per_worker=s["cpus_per_worker"],
                       gpus_per_worker=s["gpus_per_worker"] if gpus_per_worker is None else gpus_per_worker,
                       storage=storage.join(storage.normalize(exp), "retrain"), name=name)
-    print(f"retraining trial {origin['trial_id']}'s config for {cfg.max_steps} steps on {run.workers} workers "
-          f"(early stop after {cfg.patience} evaluations without improvement past warmup, at least a cosine period)", flush=True)
+    print(f"retraining trial {origin['trial_id']}'s config on {run.workers} workers until validation stops improving: "
+          f"evaluating every {cfg.eval_every} steps, cosine cycles of {cfg.cosine_period} steps doubling, at most {cfg.max_steps} steps"
+          + (f" or {cfg.time_budget_s:.0f} s" if cfg.time_budget_s else ""), flush=True)
     init_ray()
     check_fits(run.workers, run.cpus_per_worker, run.gpus_per_worker)
-    summary = run_training(cfg, run, callbacks=[Progress(cfg.max_steps), *callbacks])  # callbacks: e.g. MLflow's (results/tracking.py)
+    history = storage.join(run.storage, run.name, "history.jsonl")
+    summary = run_training(cfg, run, callbacks=[Progress(cfg.max_steps, history), *callbacks])  # callbacks: e.g. MLflow's (results/tracking.py)
+    curve = write_curve(history, f"retrain of trial {origin['trial_id']}: {summary['ended'].get('reason', '')}")
     out = out or storage.join(summary["run_path"], "model.pt2")
     ckpt, _ = checkpoint.resolve(summary["run_path"])
     export_model(ckpt, out, origin=dict(source=str(exp), retrained_from=origin["trial_id"], run=summary["run_path"]))
-    summary.update(model=out, sweep_best=origin)
+    print(f"retrain ended: {summary['ended'].get('reason', '?')}; best val full match {summary['best_metrics'].get('val_full_match', 0):.4f} "
+          f"at step {summary['best_metrics'].get('step')}", flush=True)
+    summary.update(model=out, sweep_best=origin, curve=curve)
     if test:
         m = evaluate(load_predictor(out), load_rows(test))
         summary["test"] = dict({k: m[k] for k in ("full_match", "char_acc", "n")}, file=os.path.basename(str(test)))
     storage.write_text(storage.join(summary["run_path"], "summary.json"), json.dumps(summary, indent=2, default=str))
     return summary
+
+
+def write_curve(history: str, title: str) -> str | None:
+    """history.parquet and curve.png (validation full match and LR against the step) from the run's history.jsonl,
+    beside it."""
+    import io
+    import tempfile
+
+    from results.plots import run_curve
+
+    if not storage.exists(history):
+        return None
+    rows = pd.read_json(io.StringIO(storage.read_text(history)), lines=True)
+    if "val_full_match" not in rows:
+        return None
+    rows = rows.drop_duplicates("step", keep="last").sort_values("step")  # a resumed run re-reports its last step
+    folder = history.rsplit("/", 1)[0]
+    buf = io.BytesIO()
+    rows.to_parquet(buf)
+    storage.write_bytes(storage.join(folder, "history.parquet"), buf.getvalue())
+    with tempfile.TemporaryDirectory() as tmp:
+        run_curve(rows, os.path.join(tmp, "curve.png"), title)
+        storage.write_bytes(storage.join(folder, "curve.png"), open(os.path.join(tmp, "curve.png"), "rb").read())
+    return storage.join(folder, "curve.png")

@@ -6,10 +6,10 @@ from __future__ import annotations
 import math
 
 from ray.tune.schedulers import AsyncHyperBandScheduler, TrialScheduler
-from ray.tune.schedulers.async_hyperband import _Bracket
 
 from search import status
 from trainable.metric import METRIC, MODE
+from trainable.ray_internals import bracket
 
 REDUCTION_FACTOR = 2  # keep the top half at each rung: with 3 rungs ~1/8 of the trials run to the end
 NUM_RUNGS = 3  # evenly spaced from the first rung to max_steps (1200 steps: 300, 600, 900)
@@ -37,7 +37,6 @@ class FairASHA(AsyncHyperBandScheduler):
     at a rung doesn't cut it) and compared only with trials that share its GROUP_BY values (one bracket each).
     Each stop (always before max_steps) is recorded as the trial's status `asha` in the experiment `exp` (search/status.py)."""
 
-    _exp = None  # on one restored from a sweep pickled before status records: it records nothing
 
     def __init__(self, rung_steps: list[int], max_steps: int, exp: str, group_by: tuple = GROUP_BY):
         # stop_last_trials=False: a trial at max_steps ends by itself (its workers stop there), so its function returns
@@ -45,15 +44,13 @@ class FairASHA(AsyncHyperBandScheduler):
         super().__init__(time_attr=TIME_ATTR, metric=METRIC, mode=MODE, max_t=max_steps, grace_period=rung_steps[0],
                          reduction_factor=REDUCTION_FACTOR, brackets=1, stop_last_trials=False)
         self._rung_steps, self._group_by = list(rung_steps), tuple(group_by)
-        self._groups: dict[tuple, _Bracket] = {}
+        self._groups: dict = {}  # (head, ...) -> ray_internals.bracket
         self._best: dict[str, float] = {}  # trial_id -> best metric so far
         self._exp = exp
 
-    def _bracket(self, key: tuple) -> _Bracket:
+    def _bracket(self, key: tuple):
         if key not in self._groups:
-            b = _Bracket(self._rung_steps[0], self._max_t, REDUCTION_FACTOR, 0)
-            b._rungs = [(r, {}) for r in reversed(self._rung_steps)]  # Ray's bracket walks its rungs latest first
-            self._groups[key] = b
+            self._groups[key] = bracket(self._rung_steps, self._max_t, REDUCTION_FACTOR)
         return self._groups[key]
 
     def _best_so_far(self, trial, result: dict | None) -> dict | None:
@@ -69,7 +66,7 @@ class FairASHA(AsyncHyperBandScheduler):
 
     def on_trial_result(self, tune_controller, trial, result: dict) -> str:
         decision = super().on_trial_result(tune_controller, trial, self._best_so_far(trial, result))
-        if decision == TrialScheduler.STOP and self._exp and not result.get("diverged"):  # a diverged trial ends itself
+        if decision == TrialScheduler.STOP and not result.get("diverged"):  # a diverged trial ends itself
             status.record(self._exp, trial.trial_id, "asha", result[TIME_ATTR])
         return decision
 

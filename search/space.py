@@ -7,9 +7,10 @@ max_steps, so a 1,000-step CPU trial and a 300,000-step GPU trial search the sam
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 
-from trainable.config import TrainConfig
+from trainable.config import STEP_SETTINGS, TrainConfig
 from trainable.errors import UserError
 
 
@@ -45,9 +46,11 @@ DEFAULT_SPACE = {
     "focal_pos_weight": Param("float", 1.0, 10.0, when=("head", "multilabel")),
 }
 
-# The original project's run, to be evaluated first (its step values scale with max_steps).
-REFERENCE = dict(peak_lr=1e-3, warmup_steps=5000 / 300000, cosine_period=150000 / 300000, head="multilabel", augment=0.0,
-                 focal_gamma=2.0, focal_pos_weight=3.0)
+# The original project's run, to be evaluated first: TrainConfig's defaults, its step values as fractions of its
+# max_steps (they scale with a trial's budget).
+_ORIGINAL = TrainConfig()
+REFERENCE = {name: getattr(_ORIGINAL, name) / _ORIGINAL.max_steps if name in STEP_SETTINGS else getattr(_ORIGINAL, name)
+             for name in DEFAULT_SPACE}
 # captcha-tune's own starting point, evaluated second (--no-recommended leaves it out): the reference's optimiser and
 # schedule, read by a CRNN with CTC (the standard text-recognition head: no fixed glyph positions) and trained
 # with moderate augmentation. A prior, not a result on the bench sets: it gives the searcher a strong point to
@@ -144,7 +147,7 @@ def materialize(space: dict[str, Param], max_steps: int) -> dict[str, Param]:
     out = {}
     for name, p in space.items():
         if p.kind == "steps":
-            low = max(1 if name == "cosine_period" else 0, round(p.low * max_steps))
+            low = max(STEP_SETTINGS.get(name, 0), round(p.low * max_steps))
             p = Param("int", low, max(low, round(p.high * max_steps)))
         out[name] = p
     return out
@@ -204,7 +207,7 @@ def reference_point(space: dict[str, Param], max_steps: int, base: TrainConfig, 
         value = source.get(name, getattr(base, name))
         if p.when and point.get(p.when[0], p.when[1]) != p.when[1]:
             continue
-        if name in ("warmup_steps", "cosine_period"):
+        if name in STEP_SETTINGS:
             value = round(value * max_steps)
         if p.kind != "choice":
             value = min(max(value, p.low), p.high)
@@ -214,6 +217,32 @@ def reference_point(space: dict[str, Param], max_steps: int, base: TrainConfig, 
             value = p.choices[0]
         point[name] = type(getattr(base, name))(value)
     return point
+
+
+REFERENCE_LABEL_LEN = 4  # the label length the presets' trial budgets were sized on (the easy spec)
+HEIGHT_STEP = 16  # searched input heights are multiples of this (the backbone halves the height up to 4 times)
+
+
+def fit_to_data(space: dict[str, Param], base: TrainConfig, meta: dict, auto_steps: bool) -> tuple[dict[str, Param], TrainConfig]:
+    """The trial budget and searched input heights for this dataset (meta: its meta.json).
+
+    - Budget: the presets' max_steps were sized on 4-character labels; a CTC or multilabel head needs about
+      proportionally more steps to align longer ones (6-character sets learned nothing in 1200 steps), so an
+      automatic budget grows with max_len / 4 (rounded up to whole evaluations). An explicit --max-steps is kept.
+    - Height: where the images are at least twice the base img_height (200x80 at 32 shrinks strokes 2.5x),
+      `img_height` joins the space as a choice of base, 1.5x and 2x base (capped at the images' own height),
+      unless --bound/--space already set it. The width follows each height (trainable.config.input_shape), so
+      CTC keeps its columns for the longest label."""
+    if auto_steps:
+        scale = max(1.0, meta["max_len"] / REFERENCE_LABEL_LEN)
+        steps = math.ceil(base.max_steps * scale / base.eval_every) * base.eval_every
+        base = base.replace(max_steps=steps)
+    height = (meta.get("image_size") or [0, 0])[1]
+    if "img_height" not in space and base.img_height and height >= 2 * base.img_height:
+        tallest = height // HEIGHT_STEP * HEIGHT_STEP
+        choices = sorted({min(tallest, round(base.img_height * f / HEIGHT_STEP) * HEIGHT_STEP) for f in (1.0, 1.5, 2.0)})
+        space = {**space, "img_height": Param("choice", choices=tuple(choices))}
+    return space, base
 
 
 def start_points(space: dict[str, Param], max_steps: int, base: TrainConfig, recommended: bool = True) -> list[dict]:

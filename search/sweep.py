@@ -15,9 +15,10 @@ from ray.tune.search import ConcurrencyLimiter, SearchGenerator
 from ray.tune.search.optuna import OptunaSearch
 
 from search import scheduler, status, warm_start
-from search.space import DefineByRun, check_values, materialize, parse_space, start_points
+from search.space import DefineByRun, check_values, fit_to_data, materialize, parse_space, start_points
 from trainable import storage
 from trainable.config import TrainConfig
+from trainable.data import dataset_meta
 from trainable.metric import METRIC, MODE, WORST
 from trainable.errors import UserError
 
@@ -47,6 +48,7 @@ class SweepSettings:
     # is still inside TorchTrainer.fit(); Tune then marks the *next* trial errored. (On saves ~2 s a trial.)
     reuse_actors: bool = False
     mlflow: str | None = None  # MLflow tracking URI: each trial is logged as a run (results/tracking.py)
+    auto_steps: bool = False  # size the trial budget from the data's label length (search.space.fit_to_data); the CLI's default
 
 
 def experiment_path(s: SweepSettings) -> str:
@@ -164,6 +166,10 @@ def prepare_sweep(s: SweepSettings, base: TrainConfig, space_overrides: dict | N
     check_storage(exp)  # before anything reads it: unreachable storage is one line, not a traceback
     state_file = storage.join(exp, STATE)
     resuming = storage.exists(state_file)
+    data_dir = prepare_data(s, exp)
+    fractions, base = fit_to_data(fractions, base.replace(data_dir=data_dir), dataset_meta(data_dir), s.auto_steps)
+    space = materialize(fractions, base.max_steps)
+    check_values(space, base)
     if resuming:
         saved = json.loads(storage.read_text(state_file))
         check_same_sweep(exp, saved, s, base, space)
@@ -182,7 +188,7 @@ def prepare_sweep(s: SweepSettings, base: TrainConfig, space_overrides: dict | N
         seeds = warm_start.map_trials(warm_start.read_earlier(s.warm_start), fractions, base.max_steps)
         added = warm_start.seed_study(url, warm_start.study_name(s.name), seeds, fractions, base.max_steps)
         print(seeds.message(already=not added), flush=True)
-    base = base.replace(data_dir=prepare_data(s, exp))
+    base = base.replace(data_dir=data_dir)
     longest_warmup = int(space["warmup_steps"].high) if "warmup_steps" in space else base.warmup_steps
     return Prepared(s, base, space, exp, resuming, scheduler.rungs(base.max_steps, base.eval_every, longest_warmup), longest_warmup)
 
@@ -252,7 +258,8 @@ def run_sweep(s: SweepSettings, base: TrainConfig, space_overrides: dict | None 
         print(scheduler.rung_plan(base.max_steps, base.eval_every, p.longest_warmup, s.num_samples), flush=True)
     else:
         print("no early stopping: every trial runs to max_steps", flush=True)
-    print(f"{s.num_samples} trials x {s.workers_per_trial} workers, {concurrent} at a time; experiment {exp}", flush=True)
+    print(f"{s.num_samples} trials x {s.workers_per_trial} workers of {base.max_steps} steps each"
+          + (" (sized from the data's label length)" if s.auto_steps else "") + f", {concurrent} at a time; experiment {exp}", flush=True)
     quiet_divergence()
 
     # [4] Build the Tuner and run it.

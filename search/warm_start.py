@@ -26,11 +26,11 @@ from dataclasses import dataclass, field
 
 from search.space import Param, materialize, to_optuna
 from trainable import storage
+from trainable.config import STEP_SETTINGS
 from trainable.errors import UserError
 from trainable.metric import MODE
 
 ATTR = "warm_start_from"  # user attribute on each seeded trial: where it came from (and: the study was seeded)
-STEP_SETTINGS = ("warmup_steps", "cosine_period")
 
 
 def study_name(name: str) -> str:

@@ -15,6 +15,7 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 # A model and budget that learn something on 2 CPU cores within seconds.
 TINY = dict(channels=8, max_steps=40, eval_every=10, warmup_steps=4, cosine_period=40, batch_size=32)
+FLAGS = [x for k, v in TINY.items() for x in (f"--{k.replace('_', '-')}", str(v))]  # TINY as command-line flags
 
 
 @pytest.fixture(scope="session")
@@ -22,6 +23,15 @@ def easy_data(tmp_path_factory):
     from trainable.data import generate
 
     return str(generate("easy", 2000, tmp_path_factory.mktemp("data") / "easy", seed=0, processes=2))
+
+
+@pytest.fixture(scope="session")
+def exp(easy_data, tmp_path_factory):
+    """One real 6-trial TPE + ASHA sweep (subprocess driver, TINY trials) that the results, export, retrain and
+    convergence tests read; tests that write into it (retrain, export) use names of their own."""
+    storage = tmp_path_factory.mktemp("exp")
+    cli("sweep", "--storage", storage, "--name", "s", "--data", easy_data, "--num-samples", 6, *FLAGS)
+    return storage / "s"
 
 
 def cli(*args, timeout=600, env=None, check=True):

@@ -148,18 +148,13 @@ def test_unreadable_checkpoints_are_one_line_user_errors(tmp_path, content):
     assert "\n" not in str(e.value) and "give a sweep experiment folder" in str(e.value)
 
 
-def test_loop_counters_are_top_level_and_old_checkpoints_resume_from_metrics(tmp_path):
+def test_loop_counters_are_top_level_fields_that_resume_restores(tmp_path):
     model = build_model(CFG, len(CHARSET), MAX_LEN)
-    loop = dict(best_val_score=0.625, best_val_full_match=0.5, evals_since_best=2, train_seconds=12.5)
+    loop = dict(best_val_score=0.625, best_val_full_match=0.5, evals_since_best=2, train_seconds=12.5, recent_val_scores=[0.5, 0.625])
     metrics = dict(val_full_match=0.25, best_val_score=0.0, best_val_full_match=0.0, evals_since_best=0, train_seconds=1.0)
     checkpoint.save(tmp_path, model, None, 30, CFG, META, metrics, **loop)
     state = torch.load(tmp_path / checkpoint.FILE, weights_only=True)
     assert {k: state[k] for k in checkpoint.LOOP} == loop
-    assert checkpoint.loop_state(state) == (0.625, 0.5, 2, 12.5)  # the top level wins over metrics
-
-    old = {k: v for k, v in state.items() if k not in checkpoint.LOOP}  # written before the counters were top-level
-    assert checkpoint.loop_state(old) == (0.0, 0.0, 0, 1.0)
-    old["metrics"].pop("best_val_score")  # and before patience counted val_score
-    assert checkpoint.loop_state(old) == (-1.0, 0.0, 0, 1.0)
+    assert checkpoint.loop_state(state) == (0.625, 0.5, 2, 12.5, [0.5, 0.625])  # the top level, not the metrics
     with pytest.raises(TypeError, match="unknown loop counters.*best_val_los"):
         checkpoint.save(tmp_path, model, None, 30, CFG, META, metrics, best_val_los=1.0)

@@ -19,14 +19,6 @@ from results.experiment import best_in_hindsight, leaderboard, load, load_sweep
 from search import status
 from search.space import REFERENCE
 
-FLAGS = [x for k, v in TINY.items() for x in (f"--{k.replace('_', '-')}", str(v))]
-
-
-@pytest.fixture(scope="module")
-def exp(easy_data, tmp_path_factory):
-    storage = tmp_path_factory.mktemp("exp")
-    cli("sweep", "--storage", storage, "--name", "s", "--data", easy_data, "--num-samples", 6, *FLAGS)
-    return storage / "s"
 
 
 def test_sweep_reference_first_asha_stops_some_checkpoints(exp):
@@ -114,9 +106,10 @@ def test_retrain_resumes_after_sigint_and_is_at_least_as_good(exp, easy_data, tm
     cli("retrain", exp, "--max-steps", steps, "--patience", 0, "--test", os.path.join(easy_data, "val-00000.parquet"))
     summary = json.loads((exp / "retrain" / "retrain" / "summary.json").read_text())
     assert summary["final_metrics"]["start_step"] > 0, "resumed from its checkpoint, not from zero"
-    from results.retrain import whole_cycles
+    from trainable.schedule import cycle_end
 
-    cfg = summary["config"]  # the asked length, snapped to whole cosine cycles
-    assert summary["final_metrics"]["step"] == cfg["max_steps"] == whole_cycles(steps, cfg["warmup_steps"], cfg["cosine_period"])
+    cfg = summary["config"]  # the asked cap, moved up to the end of a cosine cycle
+    assert summary["final_metrics"]["step"] == cfg["max_steps"] == cycle_end(steps, cfg["warmup_steps"], cfg["cosine_period"], cfg["cosine_mult"]) >= steps
+    assert summary["ended"]["kind"] == "cap"
     assert summary["best_metrics"]["val_full_match"] >= summary["sweep_best"]["val_full_match"]
     assert os.path.exists(summary["model"]) and 0 <= summary["test"]["full_match"] <= 1

@@ -275,14 +275,3 @@ def test_cost_curve_is_best_so_far_against_cumulative_worker_hours(tmp_path, mon
     assert_png(exp / "results" / "cost.png")
     header = next(line for line in text.splitlines() if line.startswith("| trial_id | best_val_full_match"))
     assert "| status | worker_seconds |" in header and "| t1 | 0.85 | 500 | 500 | completed | 20 |" in text
-
-
-def test_retrain_ends_where_a_cosine_cycle_does():
-    """A retrain's length snaps to warmup + whole cosine periods, so it ends at the LR floor, not just after a restart."""
-    from results.retrain import whole_cycles
-    from trainable.schedule import lr_at
-
-    assert whole_cycles(3000, 573, 1098) == 573 + 2 * 1098
-    assert whole_cycles(1000, 0, 3000) == 3000  # at least one whole cycle
-    end = whole_cycles(3000, 573, 1098)
-    assert lr_at(end - 1, peak_lr=1e-3, min_lr=1e-5, warmup_steps=573, cosine_period=1098) < 1.1e-5

@@ -86,3 +86,30 @@ def test_choice_values_that_cannot_train_fail_before_launch():
     with pytest.raises(SpaceError, match="head='rnn'"):
         check_values(materialize(parse_space({"head": {"choices": ["ctc", "rnn"]}}), 1000), TrainConfig(max_steps=1000))
     check_values(materialize(parse_space(), 1000), TrainConfig(max_steps=1000))  # the default space is fine
+
+
+@pytest.mark.parametrize("spec", ["easy", "mixed", "hard"])
+def test_data_derived_budget_heights_and_columns_fit_the_longest_label(spec):
+    """For every bench spec: the trial budget grows with the label length, the heights the sweep may choose fit the
+    images, and at each of them the CTC head gets enough columns for the longest label (checked on the model)."""
+    import torch
+
+    from search.space import DEFAULT_SPACE, fit_to_data
+    from trainable.config import TrainConfig, ctc_min_columns, input_shape
+    from trainable.data import IMAGE_SIZE, SPECS
+    from trainable.model import build_model
+
+    meta = {"image_size": list(IMAGE_SIZE), **SPECS[spec]}
+    base = TrainConfig(max_steps=1200, eval_every=100, warmup_steps=20, cosine_period=600)
+    space, fitted = fit_to_data(DEFAULT_SPACE, base, meta, auto_steps=True)
+    assert fitted.max_steps == {"easy": 1200, "mixed": 2100, "hard": 1800}[spec]
+    assert fit_to_data(DEFAULT_SPACE, base, meta, auto_steps=False)[1].max_steps == 1200  # an explicit --max-steps stays
+    heights = space["img_height"].choices if "img_height" in space else (base.img_height,)
+    assert heights == {"easy": (32,), "mixed": (32,), "hard": (32, 48, 64)}[spec]
+    for h in heights:
+        cfg = input_shape(base.replace(head="ctc", img_height=h), meta)
+        model = build_model(cfg, len(meta["charset"]), meta["max_len"]).eval()
+        with torch.no_grad():
+            logits = model(torch.zeros(1, 1, cfg.img_height, cfg.img_width))
+        columns = logits.shape[1] if logits.shape[0] == 1 else logits.shape[0]
+        assert columns >= ctc_min_columns(meta["max_len"]), (h, cfg.img_width, logits.shape)

@@ -24,7 +24,7 @@ from trainable.model import build_model
 
 FILE = "checkpoint.pt"
 KEYS = ("model", "step", "config", "charset", "max_len", "metrics")  # what every checkpoint holds
-LOOP = dict(best_val_score=-1.0, best_val_full_match=-1.0, evals_since_best=0, train_seconds=0.0)  # loop counters, at step 0
+LOOP = dict(best_val_score=-1.0, best_val_full_match=-1.0, evals_since_best=0, train_seconds=0.0, recent_val_scores=())  # loop counters, at step 0
 ORIGIN_METRICS = ("val_full_match", "val_char_acc", "val_loss")
 EXPECTED = "give a sweep experiment folder, a run folder (summary.json), a checkpoint folder or a checkpoint.pt"
 
@@ -46,9 +46,8 @@ def save(path, model, optimizer, step: int, cfg: TrainConfig, meta: dict, metric
 
 
 def loop_state(state: dict) -> tuple:
-    """LOOP's counters, in its order, to resume from: top-level fields, or for a checkpoint written before they
-    were, its metrics (and LOOP's step-0 value where those lack one, e.g. best_val_score before patience counted it)."""
-    return tuple(state.get(k, state["metrics"].get(k, v)) for k, v in LOOP.items())
+    """LOOP's counters, in its order, to resume from."""
+    return tuple(state[k] for k in LOOP)
 
 
 def resolve(path) -> tuple[str, dict]:

@@ -40,11 +40,13 @@ class TrainConfig:
     min_lr: float = setting(1e-5, "floor of the cosine decay")
     warmup_steps: int = setting(5000, "linear warmup length in steps")
     cosine_period: int = setting(150000, "steps of one cosine decay cycle (then a warm restart)")
+    cosine_mult: float = setting(1.0, "each cosine cycle is this many times the one before (1 = the original fixed period; 2 = SGDR's doubling)")
     max_steps: int = setting(300000, "optimizer steps of the whole run")
     grad_clip: float = setting(1.0, "gradient-norm clipping threshold")
     # --- evaluation and stopping
     eval_every: int = setting(2000, "steps between validation passes (each one reports and checkpoints)")
-    patience: int = setting(0, "stop after this many evaluations past warmup without a better val_score (0 = never)")
+    patience: int = setting(0, "stop on a plateau: this many evaluations past warmup without a better val_score, in the low-LR half of a cosine cycle and not rising over the last 3 (0 = never)")
+    time_budget_s: float = setting(0.0, "stop at the first evaluation after this many seconds of training (0 = none)")
     seed: int = setting(0, "seed of weights init and batch order")
 
     def __post_init__(self):
@@ -68,8 +70,10 @@ class TrainConfig:
         for name in ("img_height", "channels", "seq_hidden", "batch_size", "max_steps", "eval_every", "cosine_period"):
             if getattr(self, name) <= 0:
                 problems.append(f"{name} must be > 0, got {getattr(self, name)}")
-        if self.warmup_steps < 0 or self.patience < 0 or self.focal_gamma < 0 or self.focal_pos_weight <= 0:
-            problems.append("warmup_steps, patience and focal_gamma must be >= 0 and focal_pos_weight > 0")
+        if self.cosine_mult < 1:
+            problems.append(f"cosine_mult must be >= 1 (1 = a fixed period), got {self.cosine_mult}")
+        if self.warmup_steps < 0 or self.patience < 0 or self.time_budget_s < 0 or self.focal_gamma < 0 or self.focal_pos_weight <= 0:
+            problems.append("warmup_steps, patience, time_budget_s and focal_gamma must be >= 0 and focal_pos_weight > 0")
         if not 0 < self.min_lr <= self.peak_lr:
             problems.append(f"need 0 < min_lr <= peak_lr, got min_lr={self.min_lr}, peak_lr={self.peak_lr}")
         if problems:
@@ -103,9 +107,12 @@ class TrainConfig:
 
     def schedule(self) -> dict:
         """Keyword arguments of `schedule.lr_at`."""
-        return dict(peak_lr=self.peak_lr, min_lr=self.min_lr, warmup_steps=self.warmup_steps, cosine_period=self.cosine_period)
+        return dict(peak_lr=self.peak_lr, min_lr=self.min_lr, warmup_steps=self.warmup_steps, cosine_period=self.cosine_period,
+                    cosine_mult=self.cosine_mult)
 
 
+# The step-valued settings (searched as fractions of max_steps, stored as steps) and the least each can be.
+STEP_SETTINGS = {"warmup_steps": 0, "cosine_period": 1}
 HEADS = ("multilabel", "ctc")
 BLOCKS = ("plain", "residual")
 SEQUENCES = ("conv", "gru")

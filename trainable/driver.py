@@ -57,13 +57,14 @@ def run_training(cfg: TrainConfig, run: RunSettings, callbacks=(), train_fn=trai
     Raises DivergedError (with its .step) when the workers ended the run on a NaN/inf loss."""
     cfg = cfg.replace(data_dir=storage.normalize(cfg.data_dir))  # workers run in other folders
     result = build_trainer(cfg, run, callbacks, train_fn).fit()
-    if result.return_value:  # the workers ended early: dict(step, reason) of a divergence
-        raise DivergedError(result.return_value["reason"], step=result.return_value["step"])
+    ended = result.return_value or {}  # why the workers ended: dict(step, kind, reason) (worker.stop_reason)
+    if ended.get("kind") == "diverged":
+        raise DivergedError(ended["reason"], step=ended["step"])
     best_ckpt, best_metrics = max(result.best_checkpoints or [], key=lambda cm: cm[1][METRIC], default=(None, {}))
     run_path = storage.as_uri(result.path, run.storage)  # Ray's paths lack the scheme of an s3:// storage
     summary = dict(
         run_path=run_path, config=cfg.to_dict(), workers=run.workers, gpus_per_worker=run.gpus_per_worker,
-        final_metrics=result.metrics, best_metrics=best_metrics,
+        final_metrics=result.metrics, best_metrics=best_metrics, ended=ended,
         best_checkpoint=storage.as_uri(best_ckpt.path, run.storage) if best_ckpt else None,
     )
     storage.write_text(storage.join(run_path, "summary.json"), json.dumps(summary, indent=2, default=str))

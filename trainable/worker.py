@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import math
 import os
 import tempfile
@@ -15,13 +14,14 @@ import torch
 from torch.utils.data import DataLoader
 
 from trainable import checkpoint
+from trainable.ray_internals import quiet_report_logs
 from trainable.errors import UserError
 from trainable.augment import strength_at
 from trainable.config import TrainConfig, input_shape
 from trainable.data import dataset_meta, load_split
 from trainable.metric import METRIC, WORST
 from trainable.model import build_model
-from trainable.schedule import lr_at
+from trainable.schedule import cycle_at, lr_at
 from trainable.step import CaptchaArrays, all_sum, evaluate, memory_format, train_step
 
 
@@ -36,15 +36,8 @@ class DivergedError(UserError):
         return type(self), (str(self), self.step)
 
 
-def quiet_report_logs() -> None:
-    """Ray Train logs every report at INFO under a logger named by its source file (LoggingConfig misses it)."""
-    from ray.train.v2._internal.execution import context
-
-    logging.getLogger(context.__file__).setLevel(logging.WARNING)
-
-
-def train_fn_per_worker(config: dict) -> dict | None:
-    """Returns None, or why the run ended early: dict(step, reason) of a divergence."""
+def train_fn_per_worker(config: dict) -> dict:
+    """Returns why the run ended: dict(step, kind, reason), kind one of cap, time, plateau, diverged."""
     cfg = TrainConfig.from_dict(config)  # typos fail here, before any compute
     quiet_report_logs()
     ctx = ray.train.get_context()
@@ -66,14 +59,14 @@ def train_fn_per_worker(config: dict) -> dict | None:
     optimizer = torch.optim.Adam(bare.parameters(), lr=cfg.peak_lr, amsgrad=True)
 
     # [3] resume: a restarted run (worker failure, Ctrl-C, retrain --resume) continues from its latest checkpoint
-    step, best, best_full, evals_since_best, train_seconds = 0, -1.0, -1.0, 0, 0.0  # best: of val_score (METRIC), which patience counts
+    step, (best, best_full, evals_since_best, train_seconds, recent) = 0, checkpoint.LOOP.values()  # best: of val_score (METRIC)
     restored = ray.train.get_checkpoint()
     if restored:
         with restored.as_directory() as d:
             state = checkpoint.load(d)
         bare.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
-        step, (best, best_full, evals_since_best, train_seconds) = state["step"], checkpoint.loop_state(state)  # checkpoint.LOOP's order
+        step, (best, best_full, evals_since_best, train_seconds, recent) = state["step"], checkpoint.loop_state(state)  # checkpoint.LOOP's order
     start_step = step
 
     # [4] train: step-based, evaluate every eval_every steps and at the end
@@ -97,21 +90,41 @@ def train_fn_per_worker(config: dict) -> dict | None:
             train_seconds += interval
             if not math.isfinite(train_loss):  # report it and end cleanly: retrying a divergence only repeats it
                 ray.train.report(dict(step=step, lr=lr, train_loss=train_loss, val_full_match=0.0, val_score=WORST, diverged=1.0))
-                return dict(step=step, reason=f"diverged: train loss {train_loss} at step {step} with peak_lr={cfg.peak_lr:g}; lower peak_lr")
+                return dict(step=step, kind="diverged", reason=f"diverged: train loss {train_loss} at step {step} with peak_lr={cfg.peak_lr:g}; lower peak_lr")
             metrics = evaluate(model, val_x, val_y, cfg, device, rank, world)
             improved = metrics[METRIC] > best
             best, best_full = max(best, metrics[METRIC]), max(best_full, metrics["val_full_match"])
             evals_since_best = 0 if improved or step <= cfg.warmup_steps else evals_since_best + 1
+            recent = (*recent, metrics[METRIC])[-4:]
+            stop = stop_reason(cfg, step, evals_since_best, recent, train_seconds)
             metrics.update(step=step, epoch=step / steps_per_epoch, lr=lr, train_loss=train_loss, best_val_full_match=best_full, best_val_score=best,
                            evals_since_best=evals_since_best, diverged=0.0, start_step=start_step, node_id=ray.get_runtime_context().get_node_id(), train_seconds=train_seconds, world_size=world,
                            images_per_s=n_loss * cfg.batch_size / interval)
-            stop = step >= cfg.max_steps or (cfg.patience and evals_since_best >= cfg.patience)
             with tempfile.TemporaryDirectory() as tmp:
                 if rank == 0:
                     checkpoint.save(tmp, bare, optimizer, step, cfg, meta, metrics, best_val_score=best, best_val_full_match=best_full,
-                                    evals_since_best=evals_since_best, train_seconds=train_seconds)
+                                    evals_since_best=evals_since_best, train_seconds=train_seconds, recent_val_scores=recent)
                 ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp) if rank == 0 else None)
             loss_sum, n_loss, t0 = torch.zeros((), device=device), 0, time.perf_counter()
             if stop:
-                return
+                return dict(step=step, kind=stop[0], reason=stop[1])
 
+
+def stop_reason(cfg: TrainConfig, step: int, evals_since_best: int, recent: tuple, train_seconds: float) -> tuple[str, str] | None:
+    """(kind, why) when the run ends at this evaluation: its step cap, its time budget, or a plateau.
+
+    A plateau: no better val_score for `patience` evaluations past warmup and for at least the current cosine
+    cycle's length (after a warm restart the score dips while the LR is high: only a whole cycle without a new best
+    is a plateau), and the score did not rise in each of the last 3 evaluations."""
+    if step >= cfg.max_steps:
+        return "cap", f"reached max_steps {cfg.max_steps}"
+    if cfg.time_budget_s and train_seconds >= cfg.time_budget_s:
+        return "time", f"time budget of {cfg.time_budget_s:.0f} s spent at step {step}"
+    if not cfg.patience or step <= cfg.warmup_steps:
+        return None
+    cycle = cycle_at(step, cfg.warmup_steps, cfg.cosine_period, cfg.cosine_mult)[1]
+    needed = max(cfg.patience, math.ceil(cycle / cfg.eval_every))
+    rising = len(recent) == 4 and all(a < b for a, b in zip(recent, recent[1:]))
+    if evals_since_best >= needed and not rising:
+        return "plateau", f"plateau: no better val_score in {evals_since_best} evaluations (a cosine cycle of {cycle} steps) at step {step}"
+    return None

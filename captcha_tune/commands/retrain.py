@@ -8,8 +8,12 @@ def register(sub) -> None:
     p.add_argument("exp", help="experiment path STORAGE/NAME")
     p.add_argument("--workers", type=int, default=None, help="DDP workers (default: the sweep's per-trial count)")
     p.add_argument("--gpus-per-worker", type=float, default=None)
-    p.add_argument("--max-steps", type=int, default=None, help="default: the sweep's trial budget; step settings scale with it")
-    p.add_argument("--patience", type=int, default=5, help="evaluations past warmup without improvement before stopping (at least one cosine period of them; 0 = never stop early)")
+    p.add_argument("--max-steps", type=int, default=None, help="step cap (default: 20 trial lengths; moved up to the end of a cosine cycle); "
+                   "the run ends earlier when validation stops improving")
+    p.add_argument("--patience", type=int, default=5, help="evaluations without a better score before stopping on a plateau (at least a whole "
+                   "cosine cycle of them, and never while the score rose in each of the last 3; 0 = run to the cap)")
+    p.add_argument("--eval-epochs", type=float, default=1.0, help="epochs of the training set between evaluations (at least 4 per cosine cycle)")
+    p.add_argument("--time-budget", type=float, default=0.0, help="seconds of training after which the run ends at its next evaluation (0 = none)")
     p.add_argument("--name", default="retrain", help="run name under EXP/retrain; the same name resumes")
     p.add_argument("--out", default=None, help="exported model path (default: the run folder's model.pt2)")
     p.add_argument("--data", default=None, help="train on this dataset instead of the sweep's (same charset)")
@@ -28,7 +32,8 @@ def run(args) -> None:
     uri = args.mlflow and tracking.check(args.mlflow)  # a bad tracking URI: one line, before Ray starts
     experiment = load_sweep(args.exp)["settings"]["name"] if uri else None  # the sweep's trials are runs there too
     with tracking.train_run(uri, experiment, f"retrain/{args.name}", storage.join(storage.normalize(args.exp), "retrain", args.name)) as logs:
-        s = retrain(args.exp, args.workers, args.gpus_per_worker, args.max_steps, args.patience, args.name, args.out, args.test, args.data, logs)
+        s = retrain(args.exp, args.workers, args.gpus_per_worker, args.max_steps, args.patience, args.name, args.out, args.test, args.data, logs,
+                    time_budget_s=args.time_budget, eval_epochs=args.eval_epochs)
         for log in logs:
             log.log_file(s["model"])
     m = s["best_metrics"]

@@ -64,7 +64,7 @@ def run(args) -> None:
         gpus_per_worker=preset["gpus"] if args.gpus_per_worker is None else args.gpus_per_worker,
         cpus_per_worker=args.cpus_per_worker, max_concurrent=args.max_concurrent, time_budget_s=args.time_budget,
         seed=args.seed, searcher=args.searcher, recommended=args.recommended, scheduler=args.scheduler, optuna_storage=args.optuna_storage,
-        warm_start=args.warm_start, mlflow=args.mlflow and tracking.check(args.mlflow),
+        warm_start=args.warm_start, mlflow=args.mlflow and tracking.check(args.mlflow), auto_steps=args.max_steps is None,
     )
     if args.resume and not storage.exists(storage.join(experiment_path(s), "sweep.json")):
         raise FileNotFoundError(f"nothing to resume at {experiment_path(s)}; check --storage and --name")

@@ -1,0 +1,73 @@
+"""Training to convergence: the SGDR schedule's cycle ends, the plateau/cap/time stop rule of the per-worker loop,
+and a retrain that chooses its own length (it stops on a plateau, says so, and keeps its best checkpoint)."""
+
+import pytest
+
+from trainable.config import TrainConfig
+from trainable.schedule import cycle_at, cycle_end, lr_at
+from trainable.worker import stop_reason
+
+
+def test_cycles_double_and_end_at_the_floor():
+    kw = dict(peak_lr=1e-3, min_lr=1e-5, warmup_steps=100, cosine_period=200, cosine_mult=2.0)
+    assert [cycle_at(s, 100, 200, 2.0) for s in (100, 299, 300, 699, 700)] == [(0, 200), (199, 200), (0, 400), (399, 400), (0, 800)]
+    assert lr_at(300, **kw) == 1e-3 and lr_at(700, **kw) == 1e-3  # warm restarts at 100+200 and 100+200+400
+    assert lr_at(699, **kw) == pytest.approx(1e-5, abs=1e-7)
+    assert cycle_end(301, 100, 200, 2.0) == 700 and cycle_end(700, 100, 200, 2.0) == 700  # up, never down
+    assert cycle_end(1, 100, 200, 2.0) == 300  # at least one whole cycle
+    assert cycle_end(3000, 573, 1098) == 573 + 3 * 1098  # mult 1: the original fixed period
+    assert lr_at(573 + 2 * 1098, peak_lr=1e-3, min_lr=1e-5, warmup_steps=573, cosine_period=1098) == 1e-3
+
+
+def test_stop_reason_waits_out_a_cycle_and_a_rising_score():
+    cfg = TrainConfig(max_steps=10_000, warmup_steps=0, cosine_period=400, eval_every=100, patience=2)
+    assert stop_reason(cfg, 10_000, 0, (), 0)[0] == "cap"
+    assert stop_reason(cfg.replace(time_budget_s=60), 500, 0, (), 61)[0] == "time"
+    flat = (0.5, 0.4, 0.5, 0.45)
+    assert stop_reason(cfg, 500, 3, flat, 0) is None  # patience 2 reached, but not a whole 400-step cycle (4 evaluations)
+    assert stop_reason(cfg, 500, 4, flat, 0)[0] == "plateau"
+    assert stop_reason(cfg, 500, 9, (0.1, 0.2, 0.3, 0.4), 0) is None  # rose in each of the last 3 evaluations
+    assert stop_reason(cfg.replace(patience=0), 500, 9, flat, 0) is None  # patience 0: run to the cap
+
+
+def test_a_retrain_cap_shorter_than_one_cycle_is_one_line(exp):
+    from conftest import cli
+
+    proc = cli("retrain", exp, "--max-steps", 1, check=False)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "--max-steps 1 is shorter than one warmup + one cosine period" in proc.stderr and "use at least" in proc.stderr
+
+
+@pytest.fixture(scope="module")
+def memorisable(easy_data, tmp_path_factory):
+    """64 training images that are also the validation set: a model reaches its ceiling on it fast, so the
+    retrain must end on a plateau, not at its cap."""
+    from trainable.data import read_meta, read_rows, split_files, write_dataset
+
+    meta = read_meta(easy_data)
+    rows = read_rows(split_files(easy_data, "train")[0])
+    items = [(img, label, "text") for img, label in zip(rows["image"][:64], rows["label"][:64])]
+    return str(write_dataset(tmp_path_factory.mktemp("mem") / "mem", {"train": items, "val": items}, meta["charset"], meta["max_len"],
+                             image_size=meta["image_size"]))
+
+
+def test_retrain_stops_on_a_plateau_says_so_and_keeps_its_best(exp, memorisable):
+    import json
+
+    import pandas as pd
+
+    from conftest import cli
+
+    proc = cli("retrain", exp, "--name", "plateau", "--data", memorisable, "--patience", 2, "--eval-epochs", 4, timeout=900)
+    run = exp / "retrain" / "plateau"
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["ended"]["kind"] == "plateau", summary["ended"]
+    assert "retrain ended: plateau: no better val_score in" in proc.stdout
+    assert summary["final_metrics"]["step"] < summary["config"]["max_steps"]
+    history = pd.read_parquet(run / "history.parquet")
+    best = history.loc[history["val_score"].idxmax()]
+    assert summary["best_metrics"]["step"] == best["step"] < summary["final_metrics"]["step"]  # kept: the best, not the last
+    from results.predict import load_predictor
+
+    assert load_predictor(summary["model"]).origin["step"] == best["step"]  # the exported model is that checkpoint
+    assert (run / "curve.png").stat().st_size > 10_000
