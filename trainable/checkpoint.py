@@ -23,6 +23,7 @@ from trainable.config import TrainConfig
 from trainable.model import build_model
 
 FILE = "checkpoint.pt"
+REPORT = "report.json"  # beside FILE: the evaluation it was saved at (results/checkpoints.py ranks by it)
 KEYS = ("model", "step", "config", "charset", "max_len", "metrics")  # what every checkpoint holds
 LOOP = dict(best_val_score=-1.0, best_val_full_match=-1.0, evals_since_best=0, train_seconds=0.0, recent_val_scores=())  # loop counters, at step 0
 ORIGIN_METRICS = ("val_full_match", "val_char_acc", "val_loss")
@@ -43,6 +44,7 @@ def save(path, model, optimizer, step: int, cfg: TrainConfig, meta: dict, metric
     tmp = path / (FILE + ".tmp")
     torch.save(state, tmp)
     os.replace(tmp, path / FILE)
+    (path / REPORT).write_text(json.dumps(plain(dict(metrics, step=step))))  # what ranking reads without torch.load
 
 
 def loop_state(state: dict) -> tuple:

@@ -43,6 +43,14 @@ def is_file(path) -> bool:
     return fs.get_file_info(p).type == pafs.FileType.File
 
 
+def list_dir(path) -> list[str]:
+    """The paths of a folder's entries (as `join` would make them), sorted; [] when it does not exist."""
+    if not exists(path):
+        return []
+    fs, p = _fs(path)
+    return sorted(join(path, info.base_name) for info in fs.get_file_info(pafs.FileSelector(p)))
+
+
 def read_bytes(path) -> bytes:
     fs, p = _fs(path)
     with fs.open_input_stream(p) as f:
