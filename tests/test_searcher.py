@@ -5,7 +5,8 @@ import optuna
 import pytest
 
 from search.space import materialize, parse_space, start_points
-from search.sweep import SweepSettings, build_searcher
+from search.searcher import build_searcher
+from search.sweep import SweepSettings
 from trainable.config import TrainConfig
 
 
