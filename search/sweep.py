@@ -135,9 +135,9 @@ def prepare_sweep(s: SweepSettings, base: TrainConfig, space_overrides: dict | N
     return Prepared(s, base, space, exp, resuming, scheduler.rungs(base.max_steps, base.eval_every, longest_warmup), longest_warmup)
 
 
-def build_tuner(p: Prepared, points: list[dict], concurrent: int):
+def build_tuner(p: Prepared, points: list[dict], concurrent: int, train=None):
     """The Tuner: Optuna proposes (at most `concurrent` trials at a time), ASHA prunes, each trial is a Train run.
-    A sweep that ran before is restored from its experiment state instead."""
+    A sweep that ran before is restored from its experiment state instead. train: see search.trial.run_trial."""
     from ray import tune
 
     from cluster.connect import on_head
@@ -149,7 +149,7 @@ def build_tuner(p: Prepared, points: list[dict], concurrent: int):
     # The trial itself holds no CPU: its Train workers do (a CPU here would starve a 2-worker trial on 2 CPUs).
     # It runs on the head node, and so does its Train controller (placed beside it): a lost worker node then
     # costs a trial a restart from its checkpoint, never the trial (Tune does not retry a lost trial actor).
-    trainable = tune.with_parameters(run_trial, base=base.to_dict(), run=run, exp=p.exp)
+    trainable = tune.with_parameters(run_trial, base=base.to_dict(), run=run, exp=p.exp, train=train)
     trainable = tune.with_resources(trainable, {"cpu": 0, **on_head()})
     if p.resuming and tune.Tuner.can_restore(p.exp):
         print(f"resuming {p.exp}", flush=True)
@@ -174,8 +174,8 @@ def build_tuner(p: Prepared, points: list[dict], concurrent: int):
     )
 
 
-def run_sweep(s: SweepSettings, base: TrainConfig, space_overrides: dict | None = None, command: str = "") -> str:
-    """Launch (or resume) the sweep; returns the experiment path."""
+def run_sweep(s: SweepSettings, base: TrainConfig, space_overrides: dict | None = None, command: str = "", train=None) -> str:
+    """Launch (or resume) the sweep; returns the experiment path. train: see search.trial.run_trial (tests inject faults)."""
     from cluster.connect import check_fits, init_ray, max_concurrent_trials, node_resources
     from cluster.storage_check import check_storage
 
@@ -204,7 +204,7 @@ def run_sweep(s: SweepSettings, base: TrainConfig, space_overrides: dict | None 
     quiet_divergence()
 
     # [4] Build the Tuner and run it.
-    tuner = build_tuner(p, points, concurrent)
+    tuner = build_tuner(p, points, concurrent, train)
     started = time.monotonic()
     results = tuner.fit()
 
