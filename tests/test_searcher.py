@@ -51,3 +51,20 @@ def test_the_study_learns_best_so_far_divergence_is_worst_a_fault_is_fail(tmp_pa
     assert [t.user_attrs["trial_id"] for t in study.trials] == ["ok", "diverged", "errored"]
     assert study.trials[2].user_attrs["fail_reason"] == "the worker group did not start (WorkerGroupStartupTimeoutError), 3 times"
     assert "fail_reason" not in study.trials[1].user_attrs
+
+
+def test_bound_sequence_conv_transformer_is_searched_and_checked_before_ray(tmp_path):
+    """--bound sequence=conv,transformer: the searcher draws both; a transformer width that its heads don't divide
+    is one line before Ray starts."""
+    from search.space import SpaceError, check_values, load_overrides
+
+    overrides = load_overrides(None, ["sequence=conv,transformer"])
+    space = materialize(parse_space(overrides), 1200)
+    base = TrainConfig(max_steps=1200)
+    check_values(space, base)
+    s = SweepSettings(name="t", searcher="random", optuna_storage=f"sqlite:///{tmp_path}/study.db")
+    search = build_searcher(s, space, start_points(space, 1200, base), str(tmp_path))
+    drawn = {search.suggest(f"t{i}")["sequence"] for i in range(12)}
+    assert drawn == {"conv", "transformer"}
+    with pytest.raises(SpaceError, match="sequence='transformer' can't be trained: seq_hidden 100 must be a multiple of seq_heads 8"):
+        check_values(space, base.replace(seq_hidden=100, seq_heads=8))
