@@ -1,7 +1,9 @@
 """How each trial ended, recorded where it happens (no code infers it from steps or parses it back from sentences).
 
 One small JSON file per trial: EXP/status/<trial_id>.json = {"kind": ..., "step": ..., "reason": ...}.
-- the trial function writes `completed`, `diverged` or `errored` (it knows how its Train run ended);
+- the trial function writes `completed`, `diverged` or `errored` (it knows how its Train run ended): `diverged` is a
+  non-finite loss (the config's doing); `errored` is anything else, an infrastructure fault included once the trial's
+  retries are spent (search/trial.py), its reason saying which;
 - ASHA writes `asha` when it stops a trial at a rung (it made the decision);
 - the sweep driver writes `budget` for the trials still running when the time budget ran out.
 A trial without a record is still running (or pending).

@@ -11,15 +11,14 @@ import sys
 import time
 from dataclasses import dataclass
 
-from ray.tune.search import ConcurrencyLimiter, SearchGenerator
-from ray.tune.search.optuna import OptunaSearch
+from ray.tune.search import ConcurrencyLimiter
 
 from search import scheduler, status, warm_start
-from search.space import DefineByRun, check_values, fit_to_data, materialize, parse_space, start_points
+from search.searcher import SEARCHERS, ExtendableSearch, build_searcher
+from search.space import check_values, fit_to_data, materialize, parse_space, start_points
 from trainable import storage
 from trainable.config import TrainConfig
 from trainable.data import dataset_meta
-from trainable.metric import METRIC, MODE, WORST
 from trainable.errors import UserError
 
 STATE = "sweep.json"  # everything a later command needs to know about the sweep
@@ -55,63 +54,12 @@ def experiment_path(s: SweepSettings) -> str:
     return storage.join(storage.normalize(s.storage), s.name)
 
 
-SEARCHERS = ("tpe", "gp", "random")
 # Settings a sweep can't change once it ran: trials made with others would not be comparable. Only num_samples
 # may grow (extend a sweep); where it runs (storage, name) and how many trials at a time may change. A warm start
 # seeds a new sweep only: a resume keeps the study it has (and sweep.json the --warm-start it started with).
 # --mlflow is not changeable: a resumed Tuner restores its pickled callbacks, so a new URI would be ignored.
 CHANGEABLE = ("storage", "name", "num_samples", "max_concurrent", "warm_start")
 FLAGS = {"time_budget_s": "time-budget"}  # setting -> its flag, where the names differ
-
-
-class LearningOptunaSearch(OptunaSearch):
-    """OptunaSearch that tells a diverged or errored trial to the study as the worst value (COMPLETE, not FAIL):
-    TPE and GP leave failed trials out of their model, so they would keep proposing the region that diverged."""
-
-    def __init__(self, *args, **kwargs):
-        self._last: dict[str, dict] = {}  # each running trial's latest result; set first: OptunaSearch.__init__ calls methods
-        super().__init__(*args, **kwargs)
-
-    def on_trial_result(self, trial_id: str, result: dict):
-        super().on_trial_result(trial_id, result)
-        self._last[trial_id] = result
-
-    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False):
-        last = {**self._last.pop(trial_id, {}), **(result or {})}
-        if error or last.get("diverged"):
-            result, error = {**last, METRIC: WORST}, False
-        super().on_trial_complete(trial_id, result, error)
-
-
-class ExtendableSearch(SearchGenerator):
-    """Tune's search generator, whose trial total is read from sweep.json when Tune restores it: re-running a
-    finished sweep with a larger --num-samples (written to sweep.json first) continues it in the same experiment."""
-
-    def __init__(self, searcher, state_file: str):
-        super().__init__(searcher)
-        self.state_file = state_file
-
-    def set_state(self, state: dict):
-        super().set_state(state)
-        self._total_samples = json.loads(storage.read_text(self.state_file))["settings"]["num_samples"]
-
-
-def build_searcher(s: SweepSettings, space: dict, points: list[dict], exp: str):
-    import optuna
-
-    if s.searcher == "random":
-        sampler = optuna.samplers.RandomSampler(seed=s.seed)
-    elif s.searcher == "gp":
-        # The GP models the parameters every trial has; the focal settings (multilabel trials only) are drawn at random.
-        sampler = optuna.samplers.GPSampler(seed=s.seed)
-    else:
-        # group=True: the focal settings exist only in multilabel trials, and grouped TPE models each subspace apart
-        sampler = optuna.samplers.TPESampler(seed=s.seed, multivariate=True, group=True, n_startup_trials=max(3, s.num_samples // 4))
-    # The live study goes next to the experiment (optuna-dashboard sqlite:///EXP/optuna.db) when it is local.
-    url = warm_start.study_url(exp, s.optuna_storage)
-    db = optuna.storages.RDBStorage(url) if url else None  # None: in memory (an s3:// experiment without --optuna-storage)
-    return LearningOptunaSearch(DefineByRun(space), metric=METRIC, mode=MODE, points_to_evaluate=points,
-                                sampler=sampler, study_name=warm_start.study_name(s.name), storage=db)
 
 
 def prepare_data(s: SweepSettings, exp: str) -> str:
@@ -166,6 +114,11 @@ def prepare_sweep(s: SweepSettings, base: TrainConfig, space_overrides: dict | N
     check_storage(exp)  # before anything reads it: unreachable storage is one line, not a traceback
     state_file = storage.join(exp, STATE)
     resuming = storage.exists(state_file)
+    earlier = None  # a missing or unreadable earlier experiment is one line, before any data is made
+    if s.warm_start and not resuming:
+        if warm_start.study_url(exp, s.optuna_storage) is None:
+            raise UserError("--warm-start needs --optuna-storage or a local --storage: an s3:// sweep without one keeps its study in memory")
+        earlier = warm_start.read_earlier(s.warm_start)
     data_dir = prepare_data(s, exp)
     fractions, base = fit_to_data(fractions, base.replace(data_dir=data_dir), dataset_meta(data_dir), s.auto_steps)
     space = materialize(fractions, base.max_steps)
@@ -181,21 +134,18 @@ def prepare_sweep(s: SweepSettings, base: TrainConfig, space_overrides: dict | N
             print(f"--warm-start {s.warm_start} ignored: it seeds a new sweep, and {exp} continues with its own history", flush=True)
         s = SweepSettings(**{**saved["settings"], "max_concurrent": s.max_concurrent})
         base = TrainConfig.from_dict(saved["base"])
-    elif s.warm_start:  # a missing or unreadable earlier experiment is one line; the study is seeded before the first trial
-        url = warm_start.study_url(exp, s.optuna_storage)
-        if url is None:
-            raise UserError("--warm-start needs --optuna-storage or a local --storage: an s3:// sweep without one keeps its study in memory")
-        seeds = warm_start.map_trials(warm_start.read_earlier(s.warm_start), fractions, base.max_steps)
-        added = warm_start.seed_study(url, warm_start.study_name(s.name), seeds, fractions, base.max_steps)
+    elif earlier is not None:  # the study is seeded before the first trial
+        seeds = warm_start.map_trials(earlier, fractions, base.max_steps)
+        added = warm_start.seed_study(warm_start.study_url(exp, s.optuna_storage), warm_start.study_name(s.name), seeds, fractions, base.max_steps)
         print(seeds.message(already=not added), flush=True)
     base = base.replace(data_dir=data_dir)
     longest_warmup = int(space["warmup_steps"].high) if "warmup_steps" in space else base.warmup_steps
     return Prepared(s, base, space, exp, resuming, scheduler.rungs(base.max_steps, base.eval_every, longest_warmup), longest_warmup)
 
 
-def build_tuner(p: Prepared, points: list[dict], concurrent: int):
+def build_tuner(p: Prepared, points: list[dict], concurrent: int, train=None):
     """The Tuner: Optuna proposes (at most `concurrent` trials at a time), ASHA prunes, each trial is a Train run.
-    A sweep that ran before is restored from its experiment state instead."""
+    A sweep that ran before is restored from its experiment state instead. train: see search.trial.run_trial."""
     from ray import tune
 
     from cluster.connect import on_head
@@ -207,7 +157,7 @@ def build_tuner(p: Prepared, points: list[dict], concurrent: int):
     # The trial itself holds no CPU: its Train workers do (a CPU here would starve a 2-worker trial on 2 CPUs).
     # It runs on the head node, and so does its Train controller (placed beside it): a lost worker node then
     # costs a trial a restart from its checkpoint, never the trial (Tune does not retry a lost trial actor).
-    trainable = tune.with_parameters(run_trial, base=base.to_dict(), run=run, exp=p.exp)
+    trainable = tune.with_parameters(run_trial, base=base.to_dict(), run=run, exp=p.exp, train=train)
     trainable = tune.with_resources(trainable, {"cpu": 0, **on_head()})
     if p.resuming and tune.Tuner.can_restore(p.exp):
         print(f"resuming {p.exp}", flush=True)
@@ -232,8 +182,8 @@ def build_tuner(p: Prepared, points: list[dict], concurrent: int):
     )
 
 
-def run_sweep(s: SweepSettings, base: TrainConfig, space_overrides: dict | None = None, command: str = "") -> str:
-    """Launch (or resume) the sweep; returns the experiment path."""
+def run_sweep(s: SweepSettings, base: TrainConfig, space_overrides: dict | None = None, command: str = "", train=None) -> str:
+    """Launch (or resume) the sweep; returns the experiment path. train: see search.trial.run_trial (tests inject faults)."""
     from cluster.connect import check_fits, init_ray, max_concurrent_trials, node_resources
     from cluster.storage_check import check_storage
 
@@ -263,7 +213,7 @@ def run_sweep(s: SweepSettings, base: TrainConfig, space_overrides: dict | None 
     quiet_divergence()
 
     # [4] Build the Tuner and run it.
-    tuner = build_tuner(p, points, concurrent)
+    tuner = build_tuner(p, points, concurrent, train)
     started = time.monotonic()
     results = tuner.fit()
 

@@ -175,11 +175,13 @@ def test_pt2_reads_captchas_without_the_project(pt2, ckpt_dir, captchas, tmp_pat
 
 
 # ---------------------------------------------------------------- (a') the ctc head, and checkpoints from before heads
-def test_ctc_export_agrees_with_checkpoint(captchas, tmp_path):
-    """A CRNN checkpoint exports with its greedy CTC decoding inside the program, and reads alike standalone."""
+@pytest.mark.parametrize("sequence", ["conv", "transformer"])
+def test_ctc_export_agrees_with_checkpoint(captchas, tmp_path, sequence):
+    """A CRNN checkpoint (conv or transformer sequence layer) exports with its greedy CTC decoding inside the program,
+    and reads alike standalone."""
     from trainable.loss import ctc_greedy
 
-    cfg = CFG.replace(head="ctc", seq_hidden=32)
+    cfg = CFG.replace(head="ctc", seq_hidden=32, sequence=sequence, seq_heads=4)
     torch.manual_seed(0)
     model = build_model(cfg, len(CHARSET), MAX_LEN)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.peak_lr, amsgrad=True)
@@ -201,7 +203,8 @@ def test_ctc_export_agrees_with_checkpoint(captchas, tmp_path):
         assert logits.shape == (len(rgb), cfg.img_width // 4, len(CHARSET))
         torch.testing.assert_close(logits, reference, atol=1e-4, rtol=0)
         assert torch.equal(indices, ctc_greedy(reference, MAX_LEN)) and indices.shape == (len(rgb), MAX_LEN)
-    assert json.loads(extra["captcha_tune.json"])["head"] == "ctc"
+    meta = json.loads(extra["captcha_tune.json"])
+    assert meta["head"] == "ctc" and meta["config"]["sequence"] == sequence and meta["input"]["dynamic_size"] is True
 
     items = captchas["160x60"][:3]
     paths = png_files(items, tmp_path)
@@ -214,7 +217,7 @@ def test_ctc_export_agrees_with_checkpoint(captchas, tmp_path):
 def test_checkpoint_from_before_heads_still_loads_and_exports(ckpt_dir, tmp_path, captchas):
     """Checkpoints written before head/depth/block/augment existed hold none of those keys: they are the multilabel CNN."""
     state = torch.load(ckpt_dir / checkpoint.FILE, weights_only=True)
-    for key in ("head", "depth", "block", "sequence", "seq_hidden", "augment"):
+    for key in ("head", "depth", "block", "sequence", "seq_hidden", "seq_heads", "augment"):
         state["config"].pop(key)
     (tmp_path / "old").mkdir()
     torch.save(state, tmp_path / "old" / checkpoint.FILE)

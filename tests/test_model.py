@@ -98,7 +98,7 @@ def test_both_heads_give_max_len_indices_and_train():
     torch.manual_seed(0)
     x, y = torch.randint(0, 256, (8, 1, 32, 96)).float(), torch.randint(1, 37, (8, 4))
     y[0, 2:] = 0  # a shorter label
-    for head, sequence in (("multilabel", "conv"), ("ctc", "conv"), ("ctc", "gru")):
+    for head, sequence in (("multilabel", "conv"), ("ctc", "conv"), ("ctc", "gru"), ("ctc", "transformer")):
         for block in ("plain", "residual"):
             cfg = TrainConfig(head=head, block=block, sequence=sequence, img_width=96, channels=8, depth=4, seq_hidden=32)
             m = build_model(cfg, 37, 4)
@@ -112,8 +112,28 @@ def test_both_heads_give_max_len_indices_and_train():
                 opt.step()
             assert loss.item() < first * 0.7, (head, block)
             assert decode_indices(m.eval()(x), head, 4).shape == (8, 4)
-    for sequence in ("conv", "gru"):
+    for sequence in ("conv", "gru", "transformer"):
         assert CaptchaCRNN(37, 4, 32, 96, channels=8, sequence=sequence)(x).shape == (8, 24, 37)  # one column per 4 pixels
+
+
+def test_transformer_columns_attend_across_the_line_and_use_positions():
+    """Unlike the conv layer (2 columns a side), a change in the first column reaches the last; and the sinusoidal
+    positions make the layer tell the columns apart: two equal columns get different outputs."""
+    from trainable.model import TransformerColumns, sinusoidal_positions
+
+    torch.manual_seed(0)
+    layer = TransformerColumns(features=16, hidden=32, heads=4).eval()
+    f = torch.randn(1, 16, 24)
+    g = f.clone()
+    g[:, :, 0] += 1.0
+    with torch.no_grad():
+        assert not torch.allclose(layer(f)[0, -1], layer(g)[0, -1])
+        same = torch.zeros(1, 16, 24)
+        out = layer(same)
+    assert not torch.allclose(out[0, 0], out[0, 5])
+    table = sinusoidal_positions(24, 32)
+    assert table[0, 0::2].abs().max() == 0 and torch.all(table[0, 1::2] == 1)  # sin 0 and cos 0 at position 0
+    assert table[:, 0].tolist() == pytest.approx(torch.sin(torch.arange(24.0)).tolist(), abs=1e-6)  # fastest wavelength: 2 pi
 
 
 def test_augmentation_keeps_shapes_and_strength_0_is_identity():
@@ -135,6 +155,11 @@ def test_input_shape_from_the_data_and_settings_that_cannot_work():
         TrainConfig(img_height=8, depth=4)
     with pytest.raises(ValueError, match="head must be one of"):
         TrainConfig(head="transformer")
+    with pytest.raises(ValueError, match="sequence must be one of .*'transformer'.*not 'attention'"):
+        TrainConfig(head="ctc", sequence="attention")
+    with pytest.raises(ValueError, match="seq_hidden 100 must be a multiple of seq_heads 8"):
+        TrainConfig(head="ctc", sequence="transformer", seq_hidden=100, seq_heads=8)
+    assert TrainConfig(sequence="gru", seq_hidden=100, seq_heads=8).seq_heads == 8  # heads matter to the transformer only
     with pytest.raises(ValueError, match="augment must be"):
         TrainConfig(augment=-1)
     with pytest.raises(ValueError, match="ctc head needs img_width >= 60"):  # 7 symbols: 15 columns of 4 pixels

@@ -12,7 +12,6 @@ import sys
 import time
 
 import pandas as pd
-import pytest
 
 from conftest import TINY, cli
 from results.experiment import best_in_hindsight, leaderboard, load, load_sweep

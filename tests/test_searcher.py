@@ -1,11 +1,14 @@
 """The searcher without Ray: tpe, gp and random all search the conditional (define-by-run) space through
-OptunaSearch, and a diverged or errored trial reaches the Optuna study as the worst value, never as FAIL."""
+OptunaSearch; the study learns each trial's best val_score so far (what ASHA ranks by), a diverged trial is the
+worst value and an errored one FAIL with its reason."""
 
 import optuna
 import pytest
 
+from search import status
 from search.space import materialize, parse_space, start_points
-from search.sweep import SweepSettings, build_searcher
+from search.searcher import build_searcher
+from search.sweep import SweepSettings
 from trainable.config import TrainConfig
 
 
@@ -27,14 +30,41 @@ def test_every_searcher_searches_the_conditional_space(tmp_path, name):
     assert len(search._ot_study.trials) == 12
 
 
-def test_diverged_and_errored_trials_are_the_worst_value(tmp_path):
+def test_the_study_learns_best_so_far_divergence_is_worst_a_fault_is_fail(tmp_path):
+    """The study gets what ASHA ranks by: the best val_score so far, as intermediate values at each step and as the
+    final value (not the last report); a divergence is the worst value; an error is FAIL with the recorded reason."""
     search = searcher(tmp_path, "tpe")
     for t in ("ok", "diverged", "errored"):
         search.suggest(t)
-    search.on_trial_result("ok", dict(val_score=0.4, step=100, diverged=0.0, training_iteration=1))
-    search.on_trial_complete("ok", dict(val_score=0.4, step=100, diverged=0.0, training_iteration=1))
-    search.on_trial_result("diverged", dict(val_score=0.0, step=100, diverged=1.0, training_iteration=1))
+    for step, score in ((100, 0.2), (200, 0.5), (300, 0.4)):
+        search.on_trial_result("ok", dict(val_score=score, best_val_score=max(0.2, score) if step < 300 else 0.5, step=step, diverged=0.0, training_iteration=step // 100))
+    search.on_trial_complete("ok", dict(val_score=0.4, best_val_score=0.5, step=300, diverged=0.0, training_iteration=3))
+    search.on_trial_result("diverged", dict(val_score=0.3, best_val_score=0.3, step=100, diverged=0.0, training_iteration=1))
+    search.on_trial_result("diverged", dict(val_score=0.0, step=200, diverged=1.0, training_iteration=2))
+    status.record(str(tmp_path), "diverged", "diverged", 200, "diverged: train loss nan at step 200")
     search.on_trial_complete("diverged", error=True)  # the trial raised DivergedError after its last report
+    status.record(str(tmp_path), "errored", "errored", reason="the worker group did not start (WorkerGroupStartupTimeoutError), 3 times")
     search.on_trial_complete("errored", error=True)  # no report at all
     study = optuna.load_study(study_name="captcha-tune-t", storage=f"sqlite:///{tmp_path}/study.db")
-    assert [(t.state.name, t.value) for t in study.trials] == [("COMPLETE", 0.4), ("COMPLETE", 0.0), ("COMPLETE", 0.0)]
+    assert [(t.state.name, t.value) for t in study.trials] == [("COMPLETE", 0.5), ("COMPLETE", 0.0), ("FAIL", None)]
+    assert study.trials[0].intermediate_values == {100: 0.2, 200: 0.5, 300: 0.5}
+    assert [t.user_attrs["trial_id"] for t in study.trials] == ["ok", "diverged", "errored"]
+    assert study.trials[2].user_attrs["fail_reason"] == "the worker group did not start (WorkerGroupStartupTimeoutError), 3 times"
+    assert "fail_reason" not in study.trials[1].user_attrs
+
+
+def test_bound_sequence_conv_transformer_is_searched_and_checked_before_ray(tmp_path):
+    """--bound sequence=conv,transformer: the searcher draws both; a transformer width that its heads don't divide
+    is one line before Ray starts."""
+    from search.space import SpaceError, check_values, load_overrides
+
+    overrides = load_overrides(None, ["sequence=conv,transformer"])
+    space = materialize(parse_space(overrides), 1200)
+    base = TrainConfig(max_steps=1200)
+    check_values(space, base)
+    s = SweepSettings(name="t", searcher="random", optuna_storage=f"sqlite:///{tmp_path}/study.db")
+    search = build_searcher(s, space, start_points(space, 1200, base), str(tmp_path))
+    drawn = {search.suggest(f"t{i}")["sequence"] for i in range(12)}
+    assert drawn == {"conv", "transformer"}
+    with pytest.raises(SpaceError, match="sequence='transformer' can't be trained: seq_hidden 100 must be a multiple of seq_heads 8"):
+        check_values(space, base.replace(seq_hidden=100, seq_heads=8))

@@ -5,7 +5,8 @@ import pytest
 
 from search.scheduler import rungs
 from search.space import SpaceError, load_overrides, materialize, parse_bound, parse_space, reference_point, start_points
-from search.sweep import SweepSettings, build_searcher
+from search.searcher import build_searcher
+from search.sweep import SweepSettings
 from trainable.config import TrainConfig
 
 

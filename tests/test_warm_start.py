@@ -90,7 +90,8 @@ def test_missing_or_unreadable_experiment_is_one_line_before_ray(tmp_path, monke
 def test_the_sweeps_searcher_continues_the_seeded_study(tmp_path):
     """What run_sweep does on a fresh --warm-start sweep, short of Ray: seed EXP/optuna.db, then build the searcher."""
     from search.space import reference_point
-    from search.sweep import SweepSettings, build_searcher
+    from search.searcher import build_searcher
+    from search.sweep import SweepSettings
     from trainable.config import TrainConfig
 
     old = earlier_sweep(tmp_path, trials=TRIALS)

@@ -27,8 +27,9 @@ class TrainConfig:
     channels: int = setting(16, "width of the first conv block; later blocks double up to 4x")
     depth: int = setting(4, "conv blocks, each halving the height (the first two also halve the width)")
     block: str = setting("plain", "'plain' (conv-bn-relu) or 'residual' (two convs with a skip connection) conv blocks")
-    sequence: str = setting("conv", "the ctc head's layer over the image columns: 'conv' (two 1-D convolutions) or 'gru' (bidirectional GRU)")
+    sequence: str = setting("conv", "the ctc head's layer over the image columns: 'conv' (two 1-D convolutions), 'gru' (bidirectional GRU) or 'transformer' (2 encoder layers)")
     seq_hidden: int = setting(256, "width of the ctc head's sequence layer")
+    seq_heads: int = setting(4, "attention heads of sequence=transformer; seq_hidden must be a multiple of it")
     augment: float = setting(0.0, "training-time augmentation strength (affine, perspective, blur, noise); 0 = off, 1 = strong")
     # --- loss
     loss: str = setting("focal", "'focal' (sigmoid focal loss, the original) or 'ce' (per-position softmax)")
@@ -57,6 +58,8 @@ class TrainConfig:
             problems.append(f"head must be one of {HEADS}, not {self.head!r}")
         if self.sequence not in SEQUENCES:
             problems.append(f"sequence must be one of {SEQUENCES}, not {self.sequence!r}")
+        elif self.sequence == "transformer" and (self.seq_heads <= 0 or self.seq_hidden % self.seq_heads):
+            problems.append(f"seq_hidden {self.seq_hidden} must be a multiple of seq_heads {self.seq_heads} for sequence=transformer (each head gets seq_hidden / seq_heads features)")
         if self.block not in BLOCKS:
             problems.append(f"block must be one of {BLOCKS}, not {self.block!r}")
         if not 0 <= self.augment <= 2:
@@ -115,7 +118,7 @@ class TrainConfig:
 STEP_SETTINGS = {"warmup_steps": 0, "cosine_period": 1}
 HEADS = ("multilabel", "ctc")
 BLOCKS = ("plain", "residual")
-SEQUENCES = ("conv", "gru")
+SEQUENCES = ("conv", "gru", "transformer")
 AUTO_WIDTH_MULTIPLE = 8  # an input width taken from the data is rounded to this (two 2x poolings + slack)
 
 

@@ -4,7 +4,7 @@
   MAX_LEN x CHARSET logits. Position k of the output reads character k of the label.
 - ctc (a CRNN): the first two blocks halve height and width, the rest only the height, so the width
   axis survives as a sequence of columns (img_width / 4 of them). A sequence layer reads the columns
-  (`sequence`: two 1-D convolutions over the columns, or a bidirectional GRU) and a linear layer gives
+  (`sequence`: two 1-D convolutions over the columns, a bidirectional GRU, or a small transformer encoder) and a linear layer gives
   per-column logits over the charset, whose index 0 (the pad) is the CTC blank. Greedy decoding
   (`trainable.loss.ctc_greedy`) turns them into MAX_LEN indices. The conv sequence layer is the default:
   on 2 CPU threads it left CTC's all-blank start within 150 steps where the GRU took ~600 (batch 32,
@@ -14,6 +14,8 @@ Both take uint8-valued images [B, 1, H, W] and are decoded to indices [B, MAX_LE
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 from torch import nn
@@ -74,11 +76,11 @@ class CaptchaCRNN(nn.Module):
     head_kind = "ctc"
 
     def __init__(self, n_symbols: int, max_len: int, img_height: int = 32, img_width: int = 96, channels: int = 16,
-                 depth: int = 4, block: str = "plain", seq_hidden: int = 256, sequence: str = "conv"):
+                 depth: int = 4, block: str = "plain", seq_hidden: int = 256, sequence: str = "conv", seq_heads: int = 4):
         super().__init__()
         self.n_symbols, self.max_len = n_symbols, max_len
         self.features, c = backbone(channels, depth, block, keep_width=True)
-        self.sequence = ConvColumns(c * (img_height // 2**depth), seq_hidden) if sequence == "conv" else GRUColumns(c * (img_height // 2**depth), seq_hidden)
+        self.sequence = sequence_layer(sequence, c * (img_height // 2**depth), seq_hidden, seq_heads)
         self.classify = nn.Linear(seq_hidden, n_symbols)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -111,9 +113,44 @@ class GRUColumns(nn.Module):
         return out
 
 
+class TransformerColumns(nn.Module):
+    """Columns [B, F, T] -> [B, T, hidden]: a layer-normed projection plus sinusoidal positions, then LAYERS pre-norm
+    transformer encoder layers with `heads` heads (attention: every column sees the whole line, not only its neighbours).
+    Sinusoidal, not learned, positions: they need no column count at build time and hold for any input width."""
+
+    LAYERS = 2
+
+    def __init__(self, features: int, hidden: int, heads: int):
+        super().__init__()
+        self.project = nn.Sequential(nn.Linear(features, hidden), nn.LayerNorm(hidden))
+        layer = nn.TransformerEncoderLayer(hidden, heads, dim_feedforward=2 * hidden, dropout=0.1, batch_first=True, norm_first=True)
+        self.encoder = nn.TransformerEncoder(layer, self.LAYERS, norm=nn.LayerNorm(hidden), enable_nested_tensor=False)
+
+    def forward(self, f):
+        x = self.project(f.transpose(1, 2))
+        return self.encoder(x + sinusoidal_positions(x.shape[1], x.shape[2], x.device))
+
+
+def sinusoidal_positions(length: int, width: int, device=None) -> torch.Tensor:
+    """[length, width]: sin at even, cos at odd features, wavelengths 2 pi .. 10000 * 2 pi (Vaswani et al., 2017)."""
+    position = torch.arange(length, device=device, dtype=torch.float32)[:, None]
+    frequency = torch.exp(torch.arange(0, width, 2, device=device, dtype=torch.float32) * (-math.log(10000.0) / width))
+    table = torch.zeros(length, width, device=device)
+    table[:, 0::2] = torch.sin(position * frequency)
+    table[:, 1::2] = torch.cos(position * frequency[: width // 2])
+    return table
+
+
+def sequence_layer(sequence: str, features: int, hidden: int, heads: int) -> nn.Module:
+    """The ctc head's layer over the columns, by its TrainConfig name (trainable.config.SEQUENCES)."""
+    if sequence == "transformer":
+        return TransformerColumns(features, hidden, heads)
+    return GRUColumns(features, hidden) if sequence == "gru" else ConvColumns(features, hidden)
+
+
 def build_model(cfg, n_symbols: int, max_len: int) -> nn.Module:
     if cfg.head == "ctc":
-        return CaptchaCRNN(n_symbols, max_len, cfg.img_height, cfg.img_width, cfg.channels, cfg.depth, cfg.block, cfg.seq_hidden, cfg.sequence)
+        return CaptchaCRNN(n_symbols, max_len, cfg.img_height, cfg.img_width, cfg.channels, cfg.depth, cfg.block, cfg.seq_hidden, cfg.sequence, cfg.seq_heads)
     return CaptchaCNN(n_symbols, max_len, cfg.img_height, cfg.img_width, cfg.channels, cfg.depth, cfg.block)
 
 

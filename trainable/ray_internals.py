@@ -27,3 +27,22 @@ def set_total_samples(generator, n: int) -> None:
     """SearchGenerator keeps its trial total in `_total_samples` and restores it from its pickled state: a sweep
     extended with a larger --num-samples sets the new total after the restore."""
     generator._total_samples = n
+
+
+def train_start_and_health_errors():
+    """(start errors, health-check failure wrapper, health-check timeout) of Ray Train V2's controller: the start
+    errors Train itself counts as retryable, and the wrapper around a dead worker (search/trial.py's faults)."""
+    from ray.train.v2._internal.exceptions import (WorkerGroupStartupFailedError, WorkerGroupStartupTimeoutError,
+                                                   WorkerHealthCheckFailedError, WorkerHealthCheckTimeoutError)
+
+    return (WorkerGroupStartupTimeoutError, WorkerGroupStartupFailedError), WorkerHealthCheckFailedError, WorkerHealthCheckTimeoutError
+
+
+def optuna_trial(searcher, trial_id: str):
+    """OptunaSearch's live Optuna trial of a Tune trial (`_ot_trials`), to report intermediate values at our step."""
+    return searcher._ot_trials[trial_id]
+
+
+def already_completed(searcher, trial_id: str) -> bool:
+    """Whether OptunaSearch has already told the study this trial's end (`_completed_trials`)."""
+    return trial_id in searcher._completed_trials

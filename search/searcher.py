@@ -1,0 +1,108 @@
+"""The searcher: an Optuna study (TPE, GP or random) behind Ray Tune's OptunaSearch, with a trial total that a
+later command can grow (extend a finished sweep)."""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import TYPE_CHECKING
+
+from ray.air.constants import TRAINING_ITERATION
+from ray.tune.search import SearchGenerator
+from ray.tune.search.optuna import OptunaSearch
+
+from search import status, warm_start
+from search.scheduler import TIME_ATTR
+from search.space import DefineByRun
+from trainable import storage
+from trainable.metric import METRIC, MODE, WORST
+from trainable.ray_internals import already_completed, optuna_trial, set_total_samples
+
+if TYPE_CHECKING:
+    from search.sweep import SweepSettings
+
+SEARCHERS = ("tpe", "gp", "random")
+
+
+class LearningOptunaSearch(OptunaSearch):
+    """OptunaSearch whose study learns what ASHA ranks by (search/scheduler.py): a trial's best val_score so far,
+    as its intermediate values (at the workers' step, where the rungs are) and as its final value, so the study and
+    the leaderboard agree trial for trial. The trial's fate (search/status.py, in the experiment `exp`) decides how
+    it ends in the study:
+    - diverged (a non-finite loss: the config's doing): COMPLETE with the worst value. TPE and GP leave FAIL
+      trials out of their model, so they would keep proposing the region that diverged;
+    - any other error (an infrastructure fault that outlived the trial's retries, search/trial.py, or a bug): FAIL,
+      its reason in the user attr `fail_reason`: a fault is not a config's score;
+    - otherwise (completed, stopped by ASHA or the time budget): COMPLETE with its best val_score.
+    Each study trial carries its Tune trial id in the user attr `trial_id`."""
+
+    def __init__(self, *args, exp: str | None = None, **kwargs):
+        # set first: OptunaSearch.__init__ calls methods
+        self._best: dict[str, tuple[float, int]] = {}  # each running trial's best val_score so far, and the last step told
+        self._diverged: set[str] = set()  # running trials whose workers reported a divergence
+        self._exp = exp
+        super().__init__(*args, **kwargs)
+
+    def on_trial_result(self, trial_id: str, result: dict):
+        if result.get(METRIC) is None:
+            return
+        if already_completed(self, trial_id):
+            return super().on_trial_result(trial_id, result)  # warns
+        if result.get("diverged"):  # its val_score is WORST by decree, not an evaluation
+            self._diverged.add(trial_id)
+            return
+        best, told = self._best.get(trial_id, (-math.inf, -1))
+        best = max(best, result[METRIC], result.get("best_val_score", -math.inf))
+        step = int(result[TIME_ATTR] if TIME_ATTR in result else result[TRAINING_ITERATION])
+        if step > told:  # a step is told once (a run resumed from a checkpoint, or the final result, repeats one)
+            optuna_trial(self, trial_id).report(best, step)
+        self._best[trial_id] = best, max(step, told)
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False):
+        if already_completed(self, trial_id):
+            return super().on_trial_complete(trial_id, result, error)  # warns
+        if result and not error:  # the last result, which on_trial_result may not have seen
+            self.on_trial_result(trial_id, result)
+        best, diverged = self._best.pop(trial_id, (None, -1))[0], trial_id in self._diverged
+        self._diverged.discard(trial_id)
+        fate = status.read(self._exp, trial_id) if self._exp else dict(kind="running", reason="")
+        ot_trial = optuna_trial(self, trial_id)
+        ot_trial.set_user_attr("trial_id", trial_id)
+        if diverged or fate["kind"] == "diverged":
+            super().on_trial_complete(trial_id, {METRIC: WORST})
+        elif error:
+            ot_trial.set_user_attr("fail_reason", fate["reason"] or "the trial errored without a recorded reason (its process died?)")
+            super().on_trial_complete(trial_id, None, error=True)  # FAIL
+        else:  # no evaluation at all (stopped before its first): PRUNED
+            super().on_trial_complete(trial_id, None if best is None else {METRIC: best})
+
+
+class ExtendableSearch(SearchGenerator):
+    """Tune's search generator, whose trial total is read from sweep.json when Tune restores it: re-running a
+    finished sweep with a larger --num-samples (written to sweep.json first) continues it in the same experiment."""
+
+    def __init__(self, searcher, state_file: str):
+        super().__init__(searcher)
+        self.state_file = state_file
+
+    def set_state(self, state: dict):
+        super().set_state(state)
+        set_total_samples(self, json.loads(storage.read_text(self.state_file))["settings"]["num_samples"])
+
+
+def build_searcher(s: SweepSettings, space: dict, points: list[dict], exp: str):
+    import optuna
+
+    if s.searcher == "random":
+        sampler = optuna.samplers.RandomSampler(seed=s.seed)
+    elif s.searcher == "gp":
+        # The GP models the parameters every trial has; the focal settings (multilabel trials only) are drawn at random.
+        sampler = optuna.samplers.GPSampler(seed=s.seed)
+    else:
+        # group=True: the focal settings exist only in multilabel trials, and grouped TPE models each subspace apart
+        sampler = optuna.samplers.TPESampler(seed=s.seed, multivariate=True, group=True, n_startup_trials=max(3, s.num_samples // 4))
+    # The live study goes next to the experiment (optuna-dashboard sqlite:///EXP/optuna.db) when it is local.
+    url = warm_start.study_url(exp, s.optuna_storage)
+    db = optuna.storages.RDBStorage(url) if url else None  # None: in memory (an s3:// experiment without --optuna-storage)
+    return LearningOptunaSearch(DefineByRun(space), metric=METRIC, mode=MODE, points_to_evaluate=points,
+                                sampler=sampler, study_name=warm_start.study_name(s.name), storage=db, exp=exp)
