@@ -7,11 +7,9 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
 
 import pandas as pd
-import pyarrow.fs as pafs
 
 from search import status
 from trainable import storage
@@ -31,37 +29,9 @@ def load_sweep(exp) -> dict:
     return json.loads(storage.read_text(path))
 
 
-def _error_reason(trial) -> str:
-    """The exception line of Tune's error file as synced to the storage (trial.path is in the storage's
-    filesystem), else the driver's copy: 'ValueError: ...', as search/trial.py records an error."""
-    fs, name = trial.storage.storage_filesystem, trial.run_metadata.error_filename
-    if name and fs.get_file_info(f"{trial.path}/{name}").type == pafs.FileType.File:
-        with fs.open_input_stream(f"{trial.path}/{name}") as f:
-            text = f.read().decode()
-    elif trial.error_file and os.path.exists(trial.error_file):
-        text = open(trial.error_file).read()
-    else:
-        return "error (no error file)"
-    lines = [l for l in text.splitlines() if l.strip()]
-    reason = next((l for l in reversed(lines) if "diverged" in l), lines[-1] if lines else "unknown error")
-    return reason.strip()[:300]
-
-
-def trial_status(exp, trial, steps_run: int, max_steps: int) -> dict:
-    """{"kind", "step", "reason"}: the trial's record (search/status.py), else from Tune's trial state: an error
-    ("errored", the reason from Tune's error file), max_steps reached ("completed"), ended early in an experiment
-    from before the records ("stopped"), or "running"."""
-    rec = status.read(exp, trial.trial_id)
-    if rec["kind"] != "running" or trial.status not in ("ERROR", "TERMINATED"):
-        return rec
-    if trial.status == "ERROR":
-        return dict(kind="errored", step=None, reason=_error_reason(trial))
-    return dict(kind="completed" if steps_run >= max_steps else "stopped", step=steps_run, reason="")
-
-
 FAILED = ("diverged", "errored")  # kinds without a final result
 LABELS = {"completed": "completed", "asha": "stopped by ASHA", "budget": "stopped by the time budget",
-          "stopped": "stopped early", "diverged": "diverged", "errored": "errored", "running": "running/pending"}
+          "diverged": "diverged", "errored": "errored", "running": "running/pending"}
 
 
 def short_statuses(trials: pd.DataFrame) -> pd.Series:
@@ -100,7 +70,7 @@ def load(exp) -> tuple[pd.DataFrame, pd.DataFrame]:
     from ray.tune import ExperimentAnalysis
 
     sweep = load_sweep(exp)
-    params, max_steps, workers = list(sweep["space"]), sweep["base"]["max_steps"], sweep["settings"]["workers_per_trial"]
+    params, workers = list(sweep["space"]), sweep["settings"]["workers_per_trial"]
     gpus = sweep["settings"]["gpus_per_worker"] * workers
     analysis = ExperimentAnalysis(storage.normalize(exp))
     frames = analysis.trial_dataframes
@@ -120,7 +90,7 @@ def load(exp) -> tuple[pd.DataFrame, pd.DataFrame]:
         row = dict(trial_id=t.trial_id, **{p: t.config.get(p) for p in params})
         for m in METRICS:
             row[f"best_{m}"], row[f"last_{m}"] = best.get(m, math.nan) if len(ok) else math.nan, last.get(m, math.nan) if len(ok) else math.nan
-        end = trial_status(exp, t, steps, max_steps)
+        end = status.read(exp, t.trial_id)  # search/status.py owns a trial's fate
         row.update(best_step=int(best["step"]) if len(ok) else 0, steps_run=steps, status=end["kind"], status_step=end["step"],
                    reason=end["reason"], wall_seconds=wall, worker_seconds=wall * workers, gpu_seconds=wall * gpus)
         trials.append(row)

@@ -23,7 +23,6 @@ STATUS_STYLE = {  # status kind (search/status.py) -> line/marker style; legends
     "completed": dict(color="tab:green", lw=1.8, alpha=0.9),
     "asha": dict(color="tab:orange", lw=1.2, alpha=0.8, zorder=3),  # above the completed lines they share
     "budget": dict(color="tab:brown", lw=1.0, alpha=0.7),
-    "stopped": dict(color="tab:olive", lw=1.0, alpha=0.7),  # ended early, before status records: ASHA or the budget
     "diverged": dict(color="tab:red", lw=1.0, alpha=0.8, ls="--", zorder=3),
     "errored": dict(color="tab:purple", lw=1.0, alpha=0.8, ls="--", zorder=3),
     "running": dict(color="tab:gray", lw=1.0, alpha=0.7, ls=":"),

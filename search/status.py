@@ -5,7 +5,8 @@ One small JSON file per trial: EXP/status/<trial_id>.json = {"kind": ..., "step"
   non-finite loss (the config's doing); `errored` is anything else, an infrastructure fault included once the trial's
   retries are spent (search/trial.py), its reason saying which;
 - ASHA writes `asha` when it stops a trial at a rung (it made the decision);
-- the sweep driver writes `budget` for the trials still running when the time budget ran out.
+- the sweep driver writes `budget` for the trials still running when the time budget ran out, and `errored` for a
+  trial whose actor Tune saw fail before its function could record anything.
 A trial without a record is still running (or pending).
 """
 
@@ -17,8 +18,7 @@ from trainable import storage
 
 FOLDER = "status"
 KINDS = ("completed", "asha", "budget", "diverged", "errored")  # plus "running": no record yet
-FINISHED = ("completed", "asha", "budget", "stopped")  # kinds with a final result worth ranking
-# "stopped": ended early in an experiment from before these records (no one recorded why); never written now
+FINISHED = ("completed", "asha", "budget")  # kinds with a final result worth ranking
 
 
 def record(exp: str, trial_id: str, kind: str, step: int | None = None, reason: str = "") -> None:

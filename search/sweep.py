@@ -11,6 +11,7 @@ import sys
 import time
 from dataclasses import dataclass
 
+from ray.tune import Callback
 from ray.tune.search import ConcurrencyLimiter
 
 from search import scheduler, status, warm_start
@@ -168,11 +169,11 @@ def build_tuner(p: Prepared, points: list[dict], concurrent: int, train=None):
     asha = None
     if s.scheduler == "asha" and p.rungs:
         asha = scheduler.build_asha(base.max_steps, p.rungs, p.exp)
-    callbacks = []
+    callbacks = [RecordErrors(p.exp)]
     if s.mlflow:
         from results.tracking import sweep_callbacks
 
-        callbacks = sweep_callbacks(s.mlflow, s.name)
+        callbacks += sweep_callbacks(s.mlflow, s.name)
     return tune.Tuner(
         trainable,
         tune_config=tune.TuneConfig(search_alg=search, scheduler=asha, num_samples=s.num_samples,
@@ -225,6 +226,19 @@ def run_sweep(s: SweepSettings, base: TrainConfig, space_overrides: dict | None 
             if r.error is None and "trial_id" in last and status.read(exp, last["trial_id"])["kind"] in ("running", "errored"):
                 status.record(exp, last["trial_id"], "budget", last.get("step"))
     return exp
+
+
+class RecordErrors(Callback):
+    """Records `errored` for a trial whose actor failed before its function could record how it ended (search/trial.py
+    records every end it sees itself), so a trial's fate is always a status record (search/status.py)."""
+
+    def __init__(self, exp: str):
+        self.exp = exp
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        if status.read(self.exp, trial.trial_id)["kind"] == "running":
+            error = trial.get_error()
+            status.record(self.exp, trial.trial_id, "errored", reason=(str(error).strip() or "error").splitlines()[-1][:300])
 
 
 def space_json(space: dict) -> dict:

@@ -4,9 +4,7 @@ parameter; LR schedules; importances); Optuna importances cover exactly the sear
 to 1 for three or more finished trials, and are empty with a "not enough" PNG otherwise (fANOVA, no
 fallback); edge_warnings flags a best point on the boundary of a log range and not an interior one, nor one
 at a hard limit (a floor of 0, a period of all of max_steps); the terminal leaderboard's statuses are short
-with the reasons under it, the report keeps them whole; a trial's status is its record (search/status.py),
-else Tune's state (errored with the error file's reason, completed, "stopped" before records, running); a
-sweep whose trials all errored or diverged is one counted line; write_report and `captcha-tune results [--quiet]` write report.md embedding the plots, also for a
+with the reasons under it, the report keeps them whole; a trial's status is its record (search/status.py); a sweep whose trials all errored or diverged is one counted line; write_report and `captcha-tune results [--quiet]` write report.md embedding the plots, also for a
 sweep still running."""
 
 from __future__ import annotations
@@ -147,44 +145,15 @@ def test_short_statuses_and_counted_errors():
     assert str(e.value) == ("7 of 8 trials errored: 4 x loss must be 'focal' or 'ce', not 'x' | 2 x train loss nan at step 10 "
                             "with peak_lr=1e+29; lower peak_lr (numbers vary) | 1 x boom")
     experiment.check_errored(tables()[0])  # some finished: the sweep found something
-    experiment.check_errored(pd.DataFrame(dict(status=["stopped", "diverged"], reason=["", "x"])))  # an old experiment's early stop counts
     experiment.check_errored(pd.DataFrame())
 
 
-def test_trial_status_is_the_record_else_tunes_state(tmp_path):
-    """Records written with search.status.record win over Tune's state; without one an ERROR is 'errored' with
-    the exception line of Tune's error file, a TERMINATED trial 'completed' at max_steps
-    and 'stopped' before it (an experiment from before the records), anything else 'running'."""
-    from types import SimpleNamespace
-
-    import pyarrow.fs as pafs
-
-    exp = tmp_path / "exp"
-    status.record(str(exp), "a", "asha", 200, "below the top 1/2 at rung 1")
-    status.record(str(exp), "d", "diverged", 450, DIVERGED.format(450, 0.1))
-    status.record(str(exp), "b", "budget", 300)
-    (tmp_path / "e").mkdir()
-    (tmp_path / "e" / "error.txt").write_text("Traceback (most recent call last):\n  File x\nValueError: loss must be 'focal' or 'ce'\n")
-
-    def trial(tid, state, error_file=None):
-        return SimpleNamespace(trial_id=tid, status=state, path=str(tmp_path / tid), error_file=None,
-                               storage=SimpleNamespace(storage_filesystem=pafs.LocalFileSystem()), run_metadata=SimpleNamespace(error_filename=error_file))
-
-    def end(tid, state, steps=500, error_file=None):
-        return experiment.trial_status(exp, trial(tid, state, error_file), steps, 500)
-
-    assert end("a", "TERMINATED", 200) == dict(kind="asha", step=200, reason="below the top 1/2 at rung 1")
-    assert end("d", "ERROR", 450) == dict(kind="diverged", step=450, reason=DIVERGED.format(450, 0.1))
-    assert end("b", "RUNNING", 300) == dict(kind="budget", step=300, reason="")
-    assert end("e", "ERROR", 100, "error.txt") == dict(kind="errored", step=None, reason="ValueError: loss must be 'focal' or 'ce'")
-    assert end("x", "ERROR", 100)["reason"] == "error (no error file)"
-    assert end("c", "TERMINATED") == dict(kind="completed", step=500, reason="")
-    assert end("s", "TERMINATED", 200) == dict(kind="stopped", step=200, reason="")
-    assert end("r", "PENDING", 0) == dict(kind="running", step=None, reason="")
-    kinds = pd.Series(["completed", "asha", "budget", "stopped", "diverged", "errored", "running", "asha"])
-    assert experiment.status_counts(kinds) == ("8 trials: 1 completed, 2 stopped by ASHA, 1 stopped by the time budget, 1 stopped early, "
+def test_status_counts_and_labels_cover_every_recorded_kind():
+    kinds = pd.Series(["completed", "asha", "budget", "diverged", "errored", "running", "asha"])
+    assert experiment.status_counts(kinds) == ("7 trials: 1 completed, 2 stopped by ASHA, 1 stopped by the time budget, "
                                                "1 diverged, 1 errored, 1 running/pending")
     assert experiment.status_counts(pd.Series(["running"])) == "1 trial: 0 completed, 1 running/pending"
+    assert set(experiment.LABELS) == {*status.KINDS, "running"}
 
 
 def fake_experiment(tmp_path, monkeypatch, rows=TRIALS):
