@@ -12,6 +12,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from trainable.augment import strength_at
+from trainable.feed import DeviceBatches
 from trainable.model import build_model
 from trainable.schedule import lr_at
 from trainable.step import CaptchaArrays, evaluate, memory_format, train_step
@@ -25,13 +26,14 @@ def batches(images, targets, batch: int, device):
             yield x.to(device, non_blocking=True, memory_format=memory_format(device)), y.to(device, non_blocking=True)
 
 
-def resident(x, y, batch: int):
-    """Shuffled batches gathered from a device-resident set, epoch after epoch: no loader, no host copies."""
+def resident(x, y, batch: int, seed: int = 0):
+    """Shuffled batches of the trainer's device feed (`trainable.feed.DeviceBatches`) over a device-resident set,
+    epoch after epoch: no loader, no host copies."""
+    device_batches, epoch = DeviceBatches(x, y, batch, seed=seed), 0
     while True:
-        perm = torch.randperm(len(x), device=x.device)
-        for k in range(0, len(x) - batch + 1, batch):
-            idx = perm[k : k + batch]
-            yield x[idx].contiguous(memory_format=memory_format(x.device)), y[idx]
+        device_batches.sampler.set_epoch(epoch)
+        yield from device_batches
+        epoch += 1
 
 
 def train_loop(cfg, meta: dict, feed, val_x, val_y, device, verbose: bool = False):
