@@ -15,7 +15,7 @@ from trainable.augment import strength_at
 from trainable.feed import DeviceBatches
 from trainable.model import build_model
 from trainable.schedule import lr_at
-from trainable.step import CaptchaArrays, evaluate, memory_format, train_step
+from trainable.step import CaptchaArrays, adam, evaluate, memory_format, speed_up, train_step
 
 
 def batches(images, targets, batch: int, device):
@@ -43,7 +43,8 @@ def train_loop(cfg, meta: dict, feed, val_x, val_y, device, verbose: bool = Fals
     (the loss is read before the clock stops: on a GPU that waits for the queued steps) and the metrics."""
     torch.manual_seed(cfg.seed)
     model = build_model(cfg, len(meta["charset"]), meta["max_len"]).to(device, memory_format=memory_format(device))
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.peak_lr, amsgrad=True)
+    optimizer = adam(model.parameters(), cfg.peak_lr, device)
+    speed_up(model, cfg, device)
     curve, seconds, loss_sum, n, t0 = [], 0.0, 0.0, 0, time.perf_counter()
     for step in range(cfg.max_steps):
         images, targets = next(feed)

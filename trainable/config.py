@@ -42,6 +42,7 @@ class TrainConfig:
     cosine_period: int = setting(150000, "steps of one cosine decay cycle (then a warm restart)")
     max_steps: int = setting(300000, "optimizer steps of the whole run")
     grad_clip: float = setting(1.0, "gradient-norm clipping threshold")
+    compile: int = setting(0, "1 = torch.compile the model (a minute of compiling first; pays on a GPU), 0 = eager")
     # --- evaluation and stopping
     eval_every: int = setting(2000, "steps between validation passes (each one reports and checkpoints)")
     patience: int = setting(0, "stop after this many evaluations past warmup without a better val_score (0 = never)")

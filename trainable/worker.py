@@ -21,7 +21,7 @@ from trainable.data import dataset_meta, load_split
 from trainable.metric import METRIC, WORST
 from trainable.model import build_model
 from trainable.schedule import lr_at
-from trainable.step import all_sum, evaluate, memory_format, train_step
+from trainable.step import adam, all_sum, evaluate, memory_format, speed_up, train_step
 
 
 class DivergedError(UserError):
@@ -62,7 +62,8 @@ def train_fn_per_worker(config: dict) -> dict | None:
     # [2] model: placed on the device and wrapped in DDP (gloo on CPU, nccl on GPU)
     bare = build_model(cfg, len(meta["charset"]), meta["max_len"]).to(memory_format=memory_format(device))
     model = ray.train.torch.prepare_model(bare)
-    optimizer = torch.optim.Adam(bare.parameters(), lr=cfg.peak_lr, amsgrad=True)
+    optimizer = adam(bare.parameters(), cfg.peak_lr, device)
+    speed_up(bare, cfg, device)  # cudnn.benchmark on a GPU, torch.compile when cfg.compile
 
     # [3] resume: a restarted run (worker failure, Ctrl-C, retrain --resume) continues from its latest checkpoint
     step, best, best_full, evals_since_best, train_seconds = 0, -1.0, -1.0, 0, 0.0  # best: of val_score (METRIC), which patience counts
