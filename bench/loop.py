@@ -36,8 +36,9 @@ def resident(x, y, batch: int, seed: int = 0):
         epoch += 1
 
 
-def train_loop(cfg, meta: dict, feed, val_x, val_y, device, verbose: bool = False):
-    """cfg.max_steps steps from `feed`, evaluating every cfg.eval_every steps and at the end, off the clock.
+def train_loop(cfg, meta: dict, feed, val_x, val_y, device, verbose: bool = False, time_limit: float = 0.0):
+    """cfg.max_steps steps from `feed`, evaluating every cfg.eval_every steps and at the end, off the clock; with a
+    `time_limit`, ends at the first evaluation past that many training seconds.
 
     Returns (model, optimizer, curve): per evaluation its step, training seconds so far, the interval's images/s
     (the loss is read before the clock stops: on a GPU that waits for the queued steps) and the metrics."""
@@ -60,5 +61,7 @@ def train_loop(cfg, meta: dict, feed, val_x, val_y, device, verbose: bool = Fals
         curve.append(dict(step=step + 1, seconds=seconds, lr=lr, train_loss=train_loss, images_per_s=n * cfg.batch_size / interval, **m))
         if verbose:
             print(f"  step {step + 1}: val full match {m['val_full_match']:.3f}, char {m['val_char_acc']:.3f} ({seconds:.0f} s)", flush=True)
+        if time_limit and seconds >= time_limit:
+            break
         loss_sum, n, t0 = 0.0, 0, time.perf_counter()
     return model, optimizer, curve

@@ -42,7 +42,7 @@ class DeviceBatches:
 
 def to_device(images: np.ndarray, targets: np.ndarray, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """uint8 images [N, h, w] and targets [N, L] -> tensors [N, 1, h, w] and [N, L] on the device, copied once."""
-    return torch.from_numpy(np.asarray(images))[:, None].to(device), torch.from_numpy(np.asarray(targets)).to(device)
+    return torch.from_numpy(np.array(images))[:, None].to(device), torch.from_numpy(np.array(targets)).to(device)  # a copy: the arrays are read-only maps
 
 
 def fits_on(device: torch.device, images: np.ndarray, targets: np.ndarray) -> bool:
