@@ -13,6 +13,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -63,10 +65,11 @@ def test_gpu_benchmark_imports_no_ray():
 
 
 def test_gpu_train_runs_both_configs_and_scores_the_exported_model(tmp_path):
-    """The GPU training benchmark end to end at smoke size on the CPU: feed rates, two runs, .pt2 tested."""
+    """The GPU training benchmark end to end with --smoke on the CPU: feed rates, two runs, .pt2 tested, then 1 and 2
+    trial processes sharing the device, each with its images/s and accuracy, and the table."""
     data = tmp_path / "data"
-    proc = subprocess.run([sys.executable, "-m", "bench.gpu_train", "--model", "small", "--spec", "easy", "--data", str(data), "--n", "300",
-                           "--minutes", "0.01", "--feed-steps", "2", "--test", str(data / "val-00000.parquet"), "--out", str(tmp_path)],
+    proc = subprocess.run([sys.executable, "-m", "bench.gpu_train", "--smoke", "--data", str(data),
+                           "--test", str(data / "val-00000.parquet"), "--out", str(tmp_path)],
                           cwd=ROOT, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     r = json.loads((tmp_path / "gpu_train.json").read_text())
@@ -77,6 +80,11 @@ def test_gpu_train_runs_both_configs_and_scores_the_exported_model(tmp_path):
         assert run["curve"][-1]["step"] == run["config"]["max_steps"] >= 20
         assert 0 <= run["test"]["val-00000"]["full_match"] <= 1 and run["test"]["val-00000"]["n"] == 30
     assert (tmp_path / "gpu_train.png").stat().st_size > 0
+    assert set(r["share"]) == {"1", "2"} and [len(s["trials"]) for s in r["share"].values()] == [1, 2]
+    for s in r["share"].values():
+        assert s["total_images_per_s"] == pytest.approx(sum(t["images_per_s"] for t in s["trials"]))
+        assert all(t["images_per_s"] > 0 and t["steps"] >= 1 and 0 <= t["val_full_match"] <= 1 for t in s["trials"])
+    assert "| 2 |" in (tmp_path / "gpu_train.md").read_text()
 
 
 def test_bench_loop_feeds_each_image_once_an_epoch_and_evaluates_on_schedule():

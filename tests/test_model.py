@@ -147,6 +147,21 @@ def test_augmentation_keeps_shapes_and_strength_0_is_identity():
     assert augment(white, 1.0).mean() > 240
 
 
+def test_augmentation_built_once_samples_as_a_pipeline_built_at_each_strength():
+    """`augment` scales the draws of one strength-1 pipeline; with the same seed it gives what kornia's pipeline
+    built at that strength gives (the ramp's strengths included), and strength 0 stays the identity."""
+    from trainable.augment import built, pipeline
+
+    x = torch.randint(0, 256, (16, 1, 32, 96), generator=torch.Generator().manual_seed(0)).to(torch.uint8)
+    for s in (0.05, 0.3, 1.0):
+        torch.manual_seed(1)
+        ours = augment(x, s)
+        torch.manual_seed(1)
+        ref = (1.0 - pipeline(s)(1.0 - x.float() / 255.0).clamp(0, 1)) * 255.0
+        assert (ours - ref).abs().max() < 0.05, s
+    assert built.cache_info().currsize == 1 and augment(x, 0.0) is x
+
+
 def test_input_shape_from_the_data_and_settings_that_cannot_work():
     meta = dict(max_len=5, image_size=[200, 50])
     assert input_shape(TrainConfig(img_height=32), meta).img_width == 128  # 200x50 at height 32: 4:1

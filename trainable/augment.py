@@ -23,8 +23,8 @@ def strength_at(step: int, augment: float, max_steps: int) -> float:
     return augment * min(1.0, step / ramp)
 
 
-@functools.lru_cache(maxsize=64)
-def pipeline(strength: float):
+def pipeline(strength: float = 1.0):
+    """The kornia pipeline at one fixed strength: the reference that `augment` scales (and tests compare against)."""
     import kornia.augmentation as K
 
     s = strength
@@ -36,11 +36,38 @@ def pipeline(strength: float):
     )
 
 
+@functools.lru_cache(maxsize=4)
+def built(device: torch.device):
+    """The strength-1 pipeline, built once per process (a worker) and device."""
+    return pipeline(1.0).to(device)
+
+
+def scaled(params: list, strength: float) -> list:
+    """Parameters sampled at strength 1 -> the same draw at `strength`: every range above is linear in it
+    (uniform low + (high - low) * u, noise std * randn), so scaling the draw is sampling at that strength."""
+    s, persp = strength, min(strength, 4.5)  # the perspective's distortion stops at 0.9 = 0.2 * 4.5
+    for item in params:
+        d = item.data
+        if "angle" in d:
+            d.update(angle=d["angle"] * s, translations=d["translations"] * s, scale=1 + (d["scale"] - 1) * s,
+                     shear_x=d["shear_x"] * s, shear_y=d["shear_y"] * s)
+        elif "end_points" in d:
+            d.update(end_points=d["start_points"] + (d["end_points"] - d["start_points"]) * persp)
+        elif "sigma" in d:
+            d.update(sigma=0.1 + (d["sigma"] - 0.1) * s)
+        elif "gaussian_noise" in d:
+            d.update(gaussian_noise=d["gaussian_noise"] * s)
+    return params
+
+
 def augment(images: torch.Tensor, strength: float) -> torch.Tensor:
-    """uint8-valued images [B, 1, H, W] -> augmented float images of the same shape and 0..255 range."""
+    """uint8-valued images [B, 1, H, W] -> augmented float images of the same shape and 0..255 range.
+
+    One pipeline per worker; `strength` (the ramp's value of this step) scales what it samples."""
     if strength <= 0:
         return images
     ink = 1.0 - images.float() / 255.0  # background 0: what the warps pad with
+    pipe = built(images.device)
     with torch.no_grad():
-        out = pipeline(round(float(strength), 2)).to(images.device)(ink)  # 0.01 steps: a few dozen pipelines at most
+        out = pipe(ink, params=scaled(pipe.forward_parameters(ink.shape), float(strength)))
     return ((1.0 - out.clamp(0, 1)) * 255.0).to(torch.float32)

@@ -44,6 +44,7 @@ class TrainConfig:
     cosine_mult: float = setting(1.0, "each cosine cycle is this many times the one before (1 = the original fixed period; 2 = SGDR's doubling)")
     max_steps: int = setting(300000, "optimizer steps of the whole run")
     grad_clip: float = setting(1.0, "gradient-norm clipping threshold")
+    compile: int = setting(0, "1 = torch.compile the model (a minute of compiling first; pays on a GPU), 0 = eager")
     # --- evaluation and stopping
     eval_every: int = setting(2000, "steps between validation passes (each one reports and checkpoints)")
     patience: int = setting(0, "stop on a plateau: this many evaluations past warmup without a better val_score, in the low-LR half of a cosine cycle and not rising over the last 3 (0 = never)")

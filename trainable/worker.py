@@ -11,9 +11,8 @@ import ray
 import ray.train
 import ray.train.torch
 import torch
-from torch.utils.data import DataLoader
 
-from trainable import checkpoint
+from trainable import checkpoint, feed
 from trainable.ray_internals import quiet_report_logs
 from trainable.errors import UserError
 from trainable.augment import strength_at
@@ -22,7 +21,7 @@ from trainable.data import dataset_meta, load_split
 from trainable.metric import METRIC, WORST
 from trainable.model import build_model
 from trainable.schedule import cycle_at, lr_at
-from trainable.step import CaptchaArrays, all_sum, evaluate, memory_format, train_step
+from trainable.step import adam, all_sum, evaluate, memory_format, speed_up, train_step
 
 
 class DivergedError(UserError):
@@ -48,15 +47,16 @@ def train_fn_per_worker(config: dict) -> dict:
     train_x, train_y, meta = load_split(cfg.data_dir, "train", cfg.img_height, cfg.img_width)
     val_x, val_y, _ = load_split(cfg.data_dir, "val", cfg.img_height, cfg.img_width)
 
-    # [1] data: DistributedSampler over workers + moves batches to this worker's device
-    loader = DataLoader(CaptchaArrays(train_x, train_y), batch_size=cfg.per_worker_batch(world), shuffle=True, drop_last=True)
-    loader = ray.train.torch.prepare_data_loader(loader)
+    # [1] data: the set on this worker's GPU when it fits, else a DataLoader that Ray gives a DistributedSampler over
+    # workers and moves batches to the device (trainable/feed.py)
     device = ray.train.torch.get_device()
+    loader = feed.loader(train_x, train_y, cfg.per_worker_batch(world), device, rank, world, cfg.seed, prepare=ray.train.torch.prepare_data_loader)
 
     # [2] model: placed on the device and wrapped in DDP (gloo on CPU, nccl on GPU)
     bare = build_model(cfg, len(meta["charset"]), meta["max_len"]).to(memory_format=memory_format(device))
     model = ray.train.torch.prepare_model(bare)
-    optimizer = torch.optim.Adam(bare.parameters(), lr=cfg.peak_lr, amsgrad=True)
+    optimizer = adam(bare.parameters(), cfg.peak_lr, device)
+    speed_up(bare, cfg, device)  # cudnn.benchmark on a GPU, torch.compile when cfg.compile
 
     # [3] resume: a restarted run (worker failure, Ctrl-C, retrain --resume) continues from its latest checkpoint
     step, (best, best_full, evals_since_best, train_seconds, recent) = 0, checkpoint.LOOP.values()  # best: of val_score (METRIC)

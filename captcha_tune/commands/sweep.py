@@ -8,9 +8,10 @@ from trainable.config import GPU_MODEL, add_arguments, from_arguments
 # Budgets: 'cpu' finishes a real sweep on a 2-core laptop in ~10 minutes; 'gpu' is the original run.
 # The cpu preset's batch of 32 (the original: 128) buys 4x the optimizer steps for the same compute: a
 # CTC head needs a few hundred steps to leave its all-blank start, whatever the batch.
+# The gpu preset's workers and GPUs per worker (None) come from the GPUs Ray sees: cluster/gpus.py plan_gpu.
 PRESETS = {
     "cpu": dict(train=dict(max_steps=1200, warmup_steps=20, cosine_period=600, eval_every=100, batch_size=32), workers=2, gpus=0.0, n=6000),
-    "gpu": dict(train=dict(GPU_MODEL, eval_every=5000), workers=2, gpus=1.0, n=100000),
+    "gpu": dict(train=dict(GPU_MODEL, eval_every=5000), workers=None, gpus=None, n=100000),
 }
 
 
@@ -58,10 +59,12 @@ def run(args) -> None:
     base = from_arguments(args, preset["train"])
     overrides = load_overrides(args.space, args.bound)
     parse_space(overrides)  # bad bounds: one line, before Ray starts
+    workers, gpus = args.workers_per_trial or preset["workers"], preset["gpus"] if args.gpus_per_worker is None else args.gpus_per_worker
+    if args.preset == "gpu":
+        workers, gpus = plan_gpus(args, base, args.data_n or preset["n"])
     s = SweepSettings(
         storage=args.storage, name=args.name, data=args.data, spec=args.spec, data_n=args.data_n or preset["n"],
-        num_samples=args.num_samples, workers_per_trial=args.workers_per_trial or preset["workers"],
-        gpus_per_worker=preset["gpus"] if args.gpus_per_worker is None else args.gpus_per_worker,
+        num_samples=args.num_samples, workers_per_trial=workers, gpus_per_worker=gpus,
         cpus_per_worker=args.cpus_per_worker, max_concurrent=args.max_concurrent, time_budget_s=args.time_budget,
         seed=args.seed, searcher=args.searcher, recommended=args.recommended, scheduler=args.scheduler, optuna_storage=args.optuna_storage,
         warm_start=args.warm_start, mlflow=args.mlflow and tracking.check(args.mlflow), auto_steps=args.max_steps is None,
@@ -70,3 +73,16 @@ def run(args) -> None:
         raise FileNotFoundError(f"nothing to resume at {experiment_path(s)}; check --storage and --name")
     exp = run_sweep(s, base, overrides, command=main_command())
     check_errored(print_summary(exp))
+
+
+def plan_gpus(args, base, data_n: int) -> tuple[int, float]:
+    """The gpu preset's (workers per trial, GPUs per worker) on the GPUs Ray sees, the user's flags kept and checked."""
+    from cluster.connect import init_ray, node_resources
+    from cluster.gpus import card_bytes, plan_gpu, trial_bytes
+
+    init_ray()
+    workers = args.workers_per_trial or 1
+    plan = plan_gpu(node_resources(), args.workers_per_trial, args.gpus_per_worker, args.max_concurrent,
+                    trial_bytes(base, data_n, workers), card_bytes())
+    print(plan, flush=True)
+    return plan.workers_per_trial, plan.gpus_per_worker
