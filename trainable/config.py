@@ -46,6 +46,7 @@ class TrainConfig:
     eval_every: int = setting(2000, "steps between validation passes (each one reports and checkpoints)")
     patience: int = setting(0, "stop after this many evaluations past warmup without a better val_score (0 = never)")
     seed: int = setting(0, "seed of weights init and batch order")
+    init_from: str = setting("", "checkpoint folder to start from (transfer learning, trainable/transfer.py); '' = a fresh init")
 
     def __post_init__(self):
         problems = []

@@ -14,7 +14,7 @@ import ray.train.torch
 import torch
 from torch.utils.data import DataLoader
 
-from trainable import checkpoint
+from trainable import checkpoint, transfer
 from trainable.errors import UserError
 from trainable.augment import strength_at
 from trainable.config import TrainConfig, input_shape
@@ -62,6 +62,10 @@ def train_fn_per_worker(config: dict) -> dict | None:
 
     # [2] model: placed on the device and wrapped in DDP (gloo on CPU, nccl on GPU)
     bare = build_model(cfg, len(meta["charset"]), meta["max_len"]).to(memory_format=memory_format(device))
+    if cfg.init_from and not ray.train.get_checkpoint():  # transfer learning; a resumed run has weights of its own ([3])
+        line = transfer.init_model(bare, transfer.load_source(cfg.init_from), cfg.init_from, meta["charset"])
+        if rank == 0:
+            print(line, flush=True)
     model = ray.train.torch.prepare_model(bare)
     optimizer = torch.optim.Adam(bare.parameters(), lr=cfg.peak_lr, amsgrad=True)
 
