@@ -119,6 +119,24 @@ def test_bad_sources_are_one_line(verb, tmp_path, meta_only):
     assert not (tmp_path / "runs").exists()  # nothing ran
 
 
+def test_retrain_bad_source_is_one_line(tmp_path):
+    proc = cli("retrain", tmp_path / "exp", "--init-from", tmp_path / "nope", check=False)
+    assert proc.returncode == 2 and "--init-from" in proc.stderr and "does not exist" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+
+
+def test_exported_model_resolves_to_its_checkpoint(tmp_path):
+    """A .pt2 starts from the checkpoint it was exported from; once that is gone, one line says what to give instead."""
+    from results.export import export_model
+    from results.transfer import source_folder
+
+    ckpt = source_checkpoint(tmp_path / "ckpt")
+    pt2 = export_model(ckpt / checkpoint.FILE, tmp_path / "model.pt2")
+    assert source_folder(pt2) == str(ckpt)
+    (ckpt / checkpoint.FILE).unlink()
+    with pytest.raises(UserError, match="starts training only from the checkpoint it was exported from.*no longer exists"):
+        source_folder(pt2)
+
+
 # ---------------------------------------------------------------- end to end, real Ray
 def digits_dataset(folder, n=600, seed=0):
     from captcha.image import ImageCaptcha
