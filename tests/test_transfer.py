@@ -70,7 +70,7 @@ def test_other_shapes_are_skipped_and_listed():
     assert "features.0.0.weight" in report["loaded"] and torch.equal(state["features.0.0.weight"], source["features.0.0.weight"])
     assert "head.2.weight" in report["skipped"] and any(n.startswith("features.4.") for n in report["absent"])
     assert torch.equal(state["head.2.weight"], fresh["head.2.weight"])
-    assert "skipped (shape differs): ['head.2.weight']" in summary("src", report)
+    assert "output layer fresh" in summary("src", report) and "skipped (shape differs): ['head.2.weight', 'head.2.bias']" in summary("src", report)
 
 
 def test_no_backbone_fits_is_a_user_error():

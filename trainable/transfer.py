@@ -32,7 +32,7 @@ def init_state(model_state: dict, source_state: dict, source_charset: str, targe
         state[name] = fresh.clone()
         if src is None:
             absent.append(name)
-        elif name.startswith(OUTPUTS) and src.shape[1:] == fresh.shape[1:] and fresh.dim() >= 1:
+        elif name.startswith(OUTPUTS) and output_fits(name, model_state, source_state):
             n_t, n_s = len(target_charset), len(source_charset)
             positions = min(fresh.shape[0] // n_t, src.shape[0] // n_s)  # 1 for the ctc classifier
             t_rows = torch.tensor([k * n_t + t for k in range(positions) for t, _ in rows], dtype=torch.long)
@@ -53,8 +53,14 @@ def init_state(model_state: dict, source_state: dict, source_charset: str, targe
                         f"{', '.join(SHAPE[1:4])} settings")
     new = [c for c in target_charset if c not in source_index]
     report = dict(loaded=loaded, total=len(model_state), skipped=skipped, absent=absent,
-                  mapped=len(rows) if mapped else 0, symbols=len(target_charset), new=new if mapped else list(target_charset[1:]))
+                  mapped=len(rows) if mapped else 0, symbols=len(target_charset), new=new if mapped else [])
     return state, report
+
+
+def output_fits(name: str, model_state: dict, source_state: dict) -> bool:
+    """An output layer's rows can be mapped when its weight reads the same features in both (a bias follows its weight)."""
+    weight = name[: name.rindex(".") + 1] + "weight"
+    return weight in source_state and source_state[weight].shape[1:] == model_state[weight].shape[1:]
 
 
 def summary(source: str, report: dict) -> str:
@@ -62,8 +68,9 @@ def summary(source: str, report: dict) -> str:
     def names(xs):
         return str(xs if len(xs) <= 6 else xs[:6] + [f"... {len(xs) - 6} more"])
 
-    line = (f"init from {source}: {len(report['loaded'])}/{report['total']} tensors loaded, "
-            f"{report['mapped']} of {report['symbols']} symbols mapped; new: {''.join(report['new'])!r}")
+    line = f"init from {source}: {len(report['loaded'])}/{report['total']} tensors loaded, "
+    line += (f"{report['mapped']} of {report['symbols']} symbols mapped; new: {''.join(report['new'])!r}" if report["mapped"]
+             else "output layer fresh (the source's head or input size differs)")
     if report["skipped"]:
         line += f"; skipped (shape differs): {names(report['skipped'])}"
     if report["absent"]:
