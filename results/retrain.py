@@ -47,16 +47,22 @@ def best_config(exp, max_steps: int | None = None, patience: int = 5, eval_epoch
 
 def retrain(exp, workers: int | None = None, gpus_per_worker: float | None = None, max_steps: int | None = None,
             patience: int = 5, name: str = "retrain", out: str | None = None, test: str | None = None,
-            data: str | None = None, callbacks=(), time_budget_s: float = 0.0, eval_epochs: float = EVAL_EPOCHS) -> dict:
+            data: str | None = None, callbacks=(), time_budget_s: float = 0.0, eval_epochs: float = EVAL_EPOCHS,
+            init_from: str | None = None) -> dict:
     """Train (or resume) EXP/retrain/NAME until it stops improving, export its best checkpoint, optionally test it."""
     from cluster.connect import check_fits, init_ray
     from results.evaluate import evaluate, load_rows
     from results.export import export_model
     from results.predict import load_predictor
+    from results import transfer
+    from trainable.data import read_meta
     from trainable.progress import Progress
 
     sweep = load_sweep(exp)
     cfg, origin = best_config(exp, max_steps, patience, eval_epochs, time_budget_s, data)
+    cfg = cfg.replace(init_from=init_from) if init_from else cfg  # a checkpoint folder (results/transfer.py); else the sweep's
+    if cfg.init_from:  # a source that can't start this model: one line, before Ray starts
+        transfer.check(cfg, read_meta(cfg.data_dir))
     s = sweep["settings"]
     run = RunSettings(workers=workers or s["workers_per_trial"], cpus_per_worker=s["cpus_per_worker"],
                       gpus_per_worker=s["gpus_per_worker"] if gpus_per_worker is None else gpus_per_worker,

@@ -50,6 +50,7 @@ class TrainConfig:
     patience: int = setting(0, "stop on a plateau: this many evaluations past warmup without a better val_score, in the low-LR half of a cosine cycle and not rising over the last 3 (0 = never)")
     time_budget_s: float = setting(0.0, "stop at the first evaluation after this many seconds of training (0 = none)")
     seed: int = setting(0, "seed of weights init and batch order")
+    init_from: str = setting("", "checkpoint folder to start from (transfer learning, trainable/transfer.py); '' = a fresh init")
 
     def __post_init__(self):
         problems = []

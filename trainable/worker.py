@@ -12,7 +12,7 @@ import ray.train
 import ray.train.torch
 import torch
 
-from trainable import checkpoint, feed
+from trainable import checkpoint, feed, transfer
 from trainable.ray_internals import quiet_report_logs
 from trainable.errors import UserError
 from trainable.augment import strength_at
@@ -54,6 +54,10 @@ def train_fn_per_worker(config: dict) -> dict:
 
     # [2] model: placed on the device and wrapped in DDP (gloo on CPU, nccl on GPU)
     bare = build_model(cfg, len(meta["charset"]), meta["max_len"]).to(memory_format=memory_format(device))
+    if cfg.init_from and not ray.train.get_checkpoint():  # transfer learning; a resumed run has weights of its own ([3])
+        line = transfer.init_model(bare, transfer.load_source(cfg.init_from), cfg.init_from, meta["charset"])
+        if rank == 0:
+            print(line, flush=True)
     model = ray.train.torch.prepare_model(bare)
     optimizer = adam(bare.parameters(), cfg.peak_lr, device)
     speed_up(bare, cfg, device)  # cudnn.benchmark on a GPU, torch.compile when cfg.compile

@@ -17,6 +17,8 @@ def register(sub) -> None:
     p.add_argument("--name", default="retrain", help="run name under EXP/retrain; the same name resumes")
     p.add_argument("--out", default=None, help="exported model path (default: the run folder's model.pt2)")
     p.add_argument("--data", default=None, help="train on this dataset instead of the sweep's (same charset)")
+    p.add_argument("--init-from", default=None, metavar="MODEL.pt2|EXP|RUN",
+                   help="start from this model's weights, mapped by symbol (default: the sweep's own --init-from, if any)")
     p.add_argument("--test", default=None, help="held-out Parquet or dataset to evaluate the exported model on")
     p.add_argument("--mlflow", default=None, metavar="URI", help="log the run and its exported model as an MLflow run "
                    "(sqlite:///PATH/mlflow.db or http://HOST:PORT), in the sweep's experiment")
@@ -24,16 +26,17 @@ def register(sub) -> None:
 
 
 def run(args) -> None:
-    from results import tracking
+    from results import tracking, transfer
     from results.experiment import load_sweep
     from results.retrain import retrain
     from trainable import storage
 
     uri = args.mlflow and tracking.check(args.mlflow)  # a bad tracking URI: one line, before Ray starts
+    init_from = args.init_from and transfer.source_folder(args.init_from)  # ... and a missing or foreign source
     experiment = load_sweep(args.exp)["settings"]["name"] if uri else None  # the sweep's trials are runs there too
     with tracking.train_run(uri, experiment, f"retrain/{args.name}", storage.join(storage.normalize(args.exp), "retrain", args.name)) as logs:
         s = retrain(args.exp, args.workers, args.gpus_per_worker, args.max_steps, args.patience, args.name, args.out, args.test, args.data, logs,
-                    time_budget_s=args.time_budget, eval_epochs=args.eval_epochs)
+                    time_budget_s=args.time_budget, eval_epochs=args.eval_epochs, init_from=init_from)
         for log in logs:
             log.log_file(s["model"])
     m = s["best_metrics"]

@@ -50,13 +50,18 @@ def register(sub) -> None:
 
 def run(args) -> None:
     from results.experiment import check_errored, print_summary
-    from results import tracking
+    from results import tracking, transfer
     from search.space import load_overrides, parse_space
     from search.sweep import SweepSettings, experiment_path, main_command, run_sweep
     from trainable import storage
+    from trainable.data import IMAGE_SIZE, SPECS, read_meta
 
     preset = PRESETS[args.preset]
     base = from_arguments(args, preset["train"])
+    if args.init_from:  # a source that can't start the trials' model: one line, before Ray starts
+        folder, shape = transfer.source(args.init_from)
+        base = from_arguments(args, {**preset["train"], **shape}).replace(init_from=folder)
+        transfer.check(base, read_meta(args.data) if args.data else dict(SPECS[args.spec], image_size=IMAGE_SIZE))
     overrides = load_overrides(args.space, args.bound)
     parse_space(overrides)  # bad bounds: one line, before Ray starts
     workers, gpus = args.workers_per_trial or preset["workers"], preset["gpus"] if args.gpus_per_worker is None else args.gpus_per_worker

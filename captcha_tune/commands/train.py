@@ -23,14 +23,18 @@ def register(sub) -> None:
 
 def run(args) -> None:
     from cluster.connect import check_fits, init_ray
-    from results import tracking
+    from results import tracking, transfer
     from trainable import storage
     from trainable.data import read_meta
     from trainable.driver import RunSettings, run_training
     from trainable.progress import Progress
 
     cfg = from_arguments(args, SMOKE if args.smoke else None)
-    read_meta(cfg.data_dir)  # fail on a missing dataset before Ray starts
+    meta = read_meta(cfg.data_dir)  # fail on a missing dataset before Ray starts
+    if args.init_from:  # ... and on a source that can't start this model (its shape settings: defaults under the flags)
+        folder, shape = transfer.source(args.init_from)
+        cfg = from_arguments(args, {**(SMOKE if args.smoke else {}), **shape}).replace(init_from=folder)
+        transfer.check(cfg, meta)
     uri = args.mlflow and tracking.check(args.mlflow)  # ... and on a bad tracking URI
     init_ray()
     check_fits(args.workers, args.cpus_per_worker, args.gpus_per_worker)
