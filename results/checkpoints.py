@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import json
 
+from results.experiment import METRICS
 from search import status
 from trainable import checkpoint, storage
 from trainable.metric import METRIC
 
-ORIGIN_METRICS = ("val_full_match", "val_char_acc", "val_loss", METRIC)
 
 
 def ranked(exp, finished: bool = False) -> list[tuple[str, dict]]:
@@ -26,11 +26,11 @@ def ranked(exp, finished: bool = False) -> list[tuple[str, dict]]:
         trial_id = run.rsplit("/", 1)[-1]
         for folder in storage.list_dir(run):
             report = storage.join(folder, checkpoint.REPORT)
-            if not folder.rsplit("/", 1)[-1].startswith("checkpoint_") or not storage.exists(report):
+            if not folder.rsplit("/", 1)[-1].startswith("checkpoint_") or not storage.exists(report) or not storage.exists(storage.join(folder, checkpoint.FILE)):
                 continue
             m = json.loads(storage.read_text(report))
             if trial_id not in best or m[METRIC] > best[trial_id][1][METRIC]:
-                origin = dict(source=exp, trial_id=trial_id, step=int(m["step"]), **{k: float(m[k]) for k in ORIGIN_METRICS if k in m})
+                origin = dict(source=exp, trial_id=trial_id, step=int(m["step"]), **{k: float(m[k]) for k in METRICS if k in m})
                 best[trial_id] = storage.join(folder, checkpoint.FILE), origin
     order = sorted(best.values(), key=lambda fo: (-fo[1][METRIC], fo[1]["trial_id"]))
     if finished:
@@ -55,5 +55,5 @@ def resolve(path) -> tuple[str, dict]:
         return best(path)
     file, run = checkpoint.find(path)
     state = checkpoint.load(file)
-    origin = dict(source=path, step=state["step"], **{k: state["metrics"].get(k) for k in ORIGIN_METRICS if k in state["metrics"]})
+    origin = dict(source=path, step=state["step"], **{k: state["metrics"].get(k) for k in METRICS if k in state["metrics"]})
     return file, dict(origin, run=run) if run else origin

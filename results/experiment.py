@@ -19,7 +19,7 @@ from trainable.metric import METRIC
 
 HISTORY_COLUMNS = ["step", "lr", "train_loss", "val_full_match", "val_char_acc", "val_loss", "val_score", "train_seconds",
                    "images_per_s", "diverged", "start_step", "node_id", "checkpoint_path", "time_total_s", "timestamp"]
-METRICS = ["val_full_match", "val_char_acc", "val_loss"]  # reported per trial; the best report is chosen by METRIC
+METRICS = ["val_full_match", "val_char_acc", "val_loss", METRIC]  # reported per trial; the best report is chosen by METRIC
 
 
 def load_sweep(exp) -> dict:
@@ -110,18 +110,6 @@ def write_tables(exp, out=None) -> tuple[pd.DataFrame, pd.DataFrame]:
     return trials, history
 
 
-def best_in_hindsight(exp) -> tuple[str, dict]:
-    """The best report by METRIC (full match, ties broken by char accuracy) of all trials whose checkpoint still exists."""
-    _, history = load(exp)
-    h = history[history.get("checkpoint_path").notna()] if "checkpoint_path" in history else history.iloc[0:0]
-    h = h[[storage.exists(storage.join(p, "checkpoint.pt")) for p in h["checkpoint_path"]]] if len(h) else h
-    if not len(h):
-        raise FileNotFoundError(f"{exp} has no checkpoint yet; wait for the first evaluation of a trial")
-    row = h.loc[h[METRIC].idxmax()]
-    origin = dict(source=str(exp), trial_id=row["trial_id"], step=int(row["step"]), **{m: float(row[m]) for m in METRICS})
-    return storage.join(row["checkpoint_path"], "checkpoint.pt"), origin
-
-
 HARD_CEILINGS = {"augment": 2.0}  # TrainConfig rejects more
 
 
@@ -169,7 +157,7 @@ def leaderboard(trials: pd.DataFrame, top: int = 10) -> pd.DataFrame:
     cols = ["trial_id", "best_val_full_match", "best_step", "steps_run", "status"] + [c for c in trials.columns if c not in
             ("trial_id", "status", "status_step", "reason", "steps_run", "best_step", "wall_seconds", "worker_seconds", "gpu_seconds")
             and not c.startswith(("best_", "last_"))]
-    return trials.sort_values("best_val_full_match", ascending=False, na_position="last")[cols].head(top)
+    return trials.sort_values(f"best_{METRIC}", ascending=False, na_position="last", kind="stable")[cols].head(top)  # ranked as everything is
 
 
 def matches(row, point: dict) -> bool:
@@ -222,7 +210,9 @@ def print_summary(exp) -> pd.DataFrame:
     for w in edge_warnings(trials, sweep["space"], max_steps=sweep["base"].get("max_steps")):
         print(w)
     try:
-        ckpt, origin = best_in_hindsight(exp)
+        from results.checkpoints import best  # checkpoints reads METRICS from here
+
+        ckpt, origin = best(exp)
         print(f"best checkpoint: {ckpt}")
     except FileNotFoundError as e:
         print(str(e))

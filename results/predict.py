@@ -84,7 +84,7 @@ def is_exported(names: list[str]) -> bool:
 
 
 def load_predictor(path) -> Predictor:
-    """A predictor from a .pt2, or from anything `trainable.checkpoint.resolve` accepts (URIs too)."""
+    """A predictor from a .pt2, or from anything `results.checkpoints.resolve` accepts (URIs too)."""
     if not is_uri(path) and Path(path).is_file() and (Path(path).suffix == ".pt2" or is_exported(zip_names(Path(path)))):
         return load_exported(Path(path))
     return load_checkpoint(path)
@@ -105,7 +105,8 @@ def load_exported(path: Path) -> Predictor:
 
 
 def load_checkpoint(path) -> Predictor:
-    from trainable.checkpoint import load_model, resolve
+    from results.checkpoints import resolve
+    from trainable.checkpoint import load_model
 
     file, origin = resolve(path)
     model, state = load_model(file)

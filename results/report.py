@@ -11,7 +11,7 @@ import os
 
 import pandas as pd
 
-from results import experiment, plots
+from results import checkpoints, experiment, plots
 from search import status
 from trainable import storage
 from trainable.errors import UserError
@@ -113,7 +113,7 @@ def write_report(exp, out_dir=None) -> str:
 
     md += ["## Best checkpoint (best in hindsight over all evaluations)", ""]
     try:
-        ckpt, origin = experiment.best_in_hindsight(exp)
+        ckpt, origin = checkpoints.best(exp)
         md += [f"`{ckpt}`", "", f"trial `{origin['trial_id']}` at step {origin['step']}: " +
                ", ".join(f"{m} {origin[m]:.4f}" for m in experiment.METRICS), ""]
     except FileNotFoundError as e:

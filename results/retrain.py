@@ -8,7 +8,8 @@ import os
 import pandas as pd
 
 from results.experiment import load, load_sweep
-from trainable import checkpoint, storage
+from results import checkpoints
+from trainable import storage
 from trainable.config import TrainConfig
 from trainable.data import dataset_meta
 from trainable.errors import UserError
@@ -28,7 +29,7 @@ def best_config(exp, max_steps: int | None = None, patience: int = 5, eval_epoch
     (SGDR). The run ends on a plateau (worker.stop_reason), at `time_budget_s`, or at its step cap: `max_steps`,
     by default CAP_TRIALS trial lengths, moved up to the end of a cosine cycle."""
     sweep = load_sweep(exp)
-    _, origin = checkpoint.resolve(exp)
+    _, origin = checkpoints.best(exp)
     trials, _ = load(exp)
     best = trials.set_index("trial_id").loc[origin["trial_id"]]
     values = {**sweep["base"], **{p: best[p] for p in sweep["space"] if not pd.isna(best[p])}}  # NaN: not searched in this trial (focal for ctc)
@@ -76,7 +77,7 @@ def retrain(exp, workers: int | None = None, gpus_per_worker: float | None = Non
     summary = run_training(cfg, run, callbacks=[Progress(cfg.max_steps, history), *callbacks])  # callbacks: e.g. MLflow's (results/tracking.py)
     curve = write_curve(history, f"retrain of trial {origin['trial_id']}: {summary['ended'].get('reason', '')}")
     out = out or storage.join(summary["run_path"], "model.pt2")
-    ckpt, _ = checkpoint.resolve(summary["run_path"])
+    ckpt, _ = checkpoints.resolve(summary["run_path"])
     export_model(ckpt, out, origin=dict(source=str(exp), retrained_from=origin["trial_id"], run=summary["run_path"]))
     print(f"retrain ended: {summary['ended'].get('reason', '?')}; best val full match {summary['best_metrics'].get('val_full_match', 0):.4f} "
           f"at step {summary['best_metrics'].get('step')}", flush=True)

@@ -13,7 +13,8 @@ from pathlib import Path
 
 from results.export import META_FILE
 from results.predict import is_exported, zip_names
-from trainable import checkpoint, storage
+from results import checkpoints
+from trainable import storage
 from trainable.config import TrainConfig, input_shape
 from trainable.errors import UserError
 from trainable.model import build_model
@@ -29,7 +30,7 @@ def source_folder(path) -> str:
     if not storage.is_uri(path) and Path(path).is_file() and (path.endswith(".pt2") or is_exported(zip_names(Path(path)))):
         path = exported_checkpoint(Path(path))
     try:
-        file, _ = checkpoint.resolve(path)
+        file, _ = checkpoints.resolve(path)
     except FileNotFoundError as e:
         raise UserError(f"--init-from: {e}") from None
     return storage.normalize(posixpath.dirname(file) if storage.is_uri(file) else str(Path(file).parent))

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 import torch
 
+from results import checkpoints
 from trainable import checkpoint
 from trainable.config import TrainConfig
 from trainable.errors import UserError
@@ -98,29 +99,37 @@ def test_an_old_checkpoint_with_numpy_values_converts(tmp_path):
 
 
 # ---------------------------------------------------------------- one lookup for every path, loop counters
-def test_resolve_takes_each_kind_of_path(tmp_path, monkeypatch):
-    """A sweep folder (its best checkpoint in hindsight), a run folder (summary.json), a checkpoint folder and a
-    checkpoint.pt all resolve to the same file; the sweep's tables are served by a stub of results.experiment.load."""
-    import pandas as pd
+def test_resolve_takes_each_kind_of_path(tmp_path):
+    """A sweep folder (its best checkpoint in hindsight, ranked by val_score from each kept checkpoint's report), a
+    run folder (summary.json), a checkpoint folder and a checkpoint.pt all resolve to the same file; a trial whose
+    checkpoint file is gone, or that is still running, is left out where asked."""
+    from results import checkpoints
+    from search import status
 
-    from results import experiment
-
-    run, exp = tmp_path / "run", tmp_path / "exp"
-    ckpt = run / "checkpoint_000002"
-    checkpoint.save(ckpt, build_model(CFG, len(CHARSET), MAX_LEN), None, 20, CFG, META, dict(val_full_match=0.5, val_char_acc=0.75, val_loss=0.3))
+    exp = tmp_path / "exp"
+    run = exp / "train" / "a"
+    model = build_model(CFG, len(CHARSET), MAX_LEN)
+    for step, score in ((10, 0.25), (20, 0.5)):
+        checkpoint.save(run / f"checkpoint_0000{step}", model, None, step, CFG, META,
+                        dict(val_full_match=score, val_char_acc=0.75, val_loss=0.3, val_score=score + 0.749))
+    ckpt = run / "checkpoint_000020"
     (run / "summary.json").write_text(json.dumps(dict(run_path=str(run), best_checkpoint=str(ckpt))))
-    exp.mkdir()
+    gone = exp / "train" / "b" / "checkpoint_000020"  # a better report whose checkpoint file was deleted
+    checkpoint.save(gone, model, None, 20, CFG, META, dict(val_full_match=0.9, val_char_acc=0.9, val_loss=0.1, val_score=1.8))
+    (gone / checkpoint.FILE).unlink()
+    checkpoint.save(exp / "train" / "c" / "checkpoint_000010", model, None, 10, CFG, META,
+                    dict(val_full_match=0.4, val_char_acc=0.5, val_loss=0.5, val_score=0.9))
     (exp / "sweep.json").write_text("{}")
-    history = pd.DataFrame([dict(trial_id=t, step=s, val_full_match=v, val_char_acc=0.5, val_loss=1.0, val_score=v, checkpoint_path=str(p))
-                            for t, s, v, p in [("a", 10, 0.25, ckpt), ("a", 20, 0.5, ckpt), ("b", 20, 0.9, tmp_path / "deleted")]])
-    monkeypatch.setattr(experiment, "load", lambda _: (pd.DataFrame(dict(trial_id=["a", "b"])), history))
+    status.record(str(exp), "a", "completed", 20)  # c has no record: still running
 
     file = str(ckpt / checkpoint.FILE)
-    resolved = {kind: checkpoint.resolve(p) for kind, p in dict(sweep=exp, run=run, folder=ckpt, file=file).items()}
+    resolved = {kind: checkpoints.resolve(p) for kind, p in dict(sweep=exp, run=run, folder=ckpt, file=file).items()}
     assert {kind: f for kind, (f, _) in resolved.items()} == dict(sweep=file, run=file, folder=file, file=file)
-    assert resolved["sweep"][1] == dict(source=str(exp), trial_id="a", step=20, val_full_match=0.5, val_char_acc=0.5, val_loss=1.0)
-    assert resolved["run"][1] == dict(source=str(run), run=str(run), step=20, val_full_match=0.5, val_char_acc=0.75, val_loss=0.3)
-    assert resolved["folder"][1] == dict(source=str(ckpt), step=20, val_full_match=0.5, val_char_acc=0.75, val_loss=0.3)
+    assert resolved["sweep"][1] == dict(source=str(exp), trial_id="a", step=20, val_full_match=0.5, val_char_acc=0.75, val_loss=0.3, val_score=1.249)
+    assert resolved["run"][1] == dict(source=str(run), run=str(run), step=20, val_full_match=0.5, val_char_acc=0.75, val_loss=0.3, val_score=1.249)
+    assert resolved["folder"][1] == dict(source=str(ckpt), step=20, val_full_match=0.5, val_char_acc=0.75, val_loss=0.3, val_score=1.249)
+    assert [o["trial_id"] for _, o in checkpoints.ranked(exp)] == ["a", "c"]
+    assert [o["trial_id"] for _, o in checkpoints.ranked(exp, finished=True)] == ["a"]
     assert checkpoint.load(run)["step"] == checkpoint.load(file)["step"] == 20
 
 
@@ -129,7 +138,7 @@ def test_paths_without_a_checkpoint_are_one_line_errors(tmp_path):
     (tmp_path / "empty_run" / "summary.json").write_text(json.dumps(dict(run_path="x", best_checkpoint=None)))
     for path, error in [(tmp_path / "nope", "does not exist"), (tmp_path, "no checkpoint in"), (tmp_path / "empty_run", "no checkpoint yet")]:
         with pytest.raises(FileNotFoundError, match=error) as e:
-            checkpoint.resolve(path)
+            checkpoints.resolve(path)
         assert "\n" not in str(e.value)
 
 
@@ -144,7 +153,7 @@ def test_unreadable_checkpoints_are_one_line_user_errors(tmp_path, content):
     else:
         torch.save(torch.zeros(2) if content == "a tensor" else dict(weights=torch.zeros(2)), file)
     with pytest.raises(UserError, match="can't read a captcha-tune checkpoint from") as e:
-        checkpoint.resolve(tmp_path)
+        checkpoints.resolve(tmp_path)
     assert "\n" not in str(e.value) and "give a sweep experiment folder" in str(e.value)
 
 

@@ -26,7 +26,6 @@ FILE = "checkpoint.pt"
 REPORT = "report.json"  # beside FILE: the evaluation it was saved at (results/checkpoints.py ranks by it)
 KEYS = ("model", "step", "config", "charset", "max_len", "metrics")  # what every checkpoint holds
 LOOP = dict(best_val_score=-1.0, best_val_full_match=-1.0, evals_since_best=0, train_seconds=0.0, recent_val_scores=())  # loop counters, at step 0
-ORIGIN_METRICS = ("val_full_match", "val_char_acc", "val_loss")
 EXPECTED = "give a sweep experiment folder, a run folder (summary.json), a checkpoint folder or a checkpoint.pt"
 
 
@@ -50,21 +49,6 @@ def save(path, model, optimizer, step: int, cfg: TrainConfig, meta: dict, metric
 def loop_state(state: dict) -> tuple:
     """LOOP's counters, in its order, to resume from."""
     return tuple(state[k] for k in LOOP)
-
-
-def resolve(path) -> tuple[str, dict]:
-    """(checkpoint file, origin) from a sweep experiment folder (its best checkpoint in hindsight), a run folder (its
-    best checkpoint), a checkpoint folder or a checkpoint.pt; local or a URI (s3://...). A path that holds none or an
-    unreadable file is a one-line error. origin: {"source", "trial_id" (sweeps), "run" (runs), "step", val metrics}."""
-    path = str(path)
-    if storage.exists(storage.join(path, "sweep.json")):
-        from results.experiment import best_in_hindsight  # results/ builds on trainable/, not the other way round
-
-        return best_in_hindsight(path)
-    file, run = find(path)
-    state = load(file)
-    origin = dict(source=path, step=state["step"], **{k: state["metrics"].get(k) for k in ORIGIN_METRICS})
-    return file, dict(origin, run=run) if run else origin
 
 
 def find(path) -> tuple[str, str | None]:

@@ -23,7 +23,7 @@ def run(args) -> None:
     if args.top_k is not None:
         return run_ensemble(args)
     from results.export import export_model
-    from trainable.checkpoint import resolve
+    from results.checkpoints import resolve
 
     file, origin = resolve(args.path)
     print(f"chose {file} ({describe(origin)})")
