@@ -18,8 +18,8 @@ from search import scheduler, status, warm_start
 from search.searcher import SEARCHERS, ExtendableSearch, build_searcher
 from search.space import check_values, fit_to_data, materialize, parse_space, start_points
 from trainable import storage
-from trainable.config import TrainConfig
-from trainable.data import dataset_meta
+from trainable.config import TrainConfig, setting
+from trainable.data import SPECS, dataset_meta
 from trainable.errors import UserError
 
 STATE = "sweep.json"  # everything a later command needs to know about the sweep
@@ -27,28 +27,34 @@ STATE = "sweep.json"  # everything a later command needs to know about the sweep
 
 @dataclass(frozen=True)
 class SweepSettings:
-    storage: str = "experiments"  # local folder or URI (s3://, gs://, file://)
-    name: str = "sweep"  # experiment name: storage/name holds everything
-    data: str | None = None  # dataset folder; None = generate `spec` data into the experiment
-    spec: str = "easy"  # spec of generated data
-    data_n: int = 6000  # images to generate
-    num_samples: int = 8  # trials in total: the reference config first, the recommended one second
-    workers_per_trial: int = 2
-    gpus_per_worker: float = 0.0
-    cpus_per_worker: float = 1.0
-    max_concurrent: int = 0  # 0 = derived from the cluster and the trial size
-    time_budget_s: float = 0.0  # 0 = no limit
-    seed: int = 0  # TPE sampler seed
-    searcher: str = "tpe"  # 'tpe', 'gp' (Gaussian process) or 'random' (benchmarks)
-    recommended: bool = True  # evaluate search.space.RECOMMENDED second, after the reference
-    scheduler: str = "asha"  # 'asha' or 'none' (benchmarks)
-    optuna_storage: str | None = None  # an Optuna RDB URL (e.g. postgresql://...); default: EXP/optuna.db when local
-    warm_start: str | None = None  # an earlier experiment whose finished trials seed a new sweep's study (search/warm_start.py)
+    """How a sweep runs; `captcha-tune sweep`'s flags are generated from these fields (trainable.config.add_arguments)."""
+
+    storage: str = setting("experiments", "local folder or URI (s3://, gs://, file://) holding the experiment")
+    name: str = setting("sweep", "experiment name: STORAGE/NAME holds everything; re-running the same name resumes it")
+    data: str | None = setting(None, "dataset folder (default: generate --spec data into the experiment)", kind=str)
+    spec: str = setting("easy", "spec of generated data", choices=tuple(SPECS))
+    data_n: int = setting(6000, "images to generate (default: the preset's)")
+    num_samples: int = setting(8, "trials in total (the reference config first, the recommended one second); a larger "
+                                  "number extends a finished sweep of the same --name")
+    workers_per_trial: int = setting(2, "DDP workers in each trial (default: the preset's)")
+    gpus_per_worker: float = setting(0.0, "GPUs per worker; 0.5 or less packs trials on a card (default: the preset's)")
+    cpus_per_worker: float = setting(1.0, "CPUs per worker")
+    max_concurrent: int = setting(0, "trials at a time (0 = what the cluster fits)")
+    time_budget_s: float = setting(0.0, "seconds for the whole sweep (0 = none)", flag="time-budget")
+    seed: int = setting(0, "searcher seed (and of generated labels)")
+    searcher: str = setting("tpe", "Optuna sampler: tpe (multivariate TPE), gp (Gaussian process) or random", choices=SEARCHERS)
+    recommended: bool = setting(True, "leave out the second start point, captcha-tune's recommended config (search/space.py RECOMMENDED)")
+    scheduler: str = setting("asha", "early stopping of weak trials ('none': every trial runs to max_steps; benchmarks)", choices=("asha", "none"))
+    optuna_storage: str | None = setting(None, "Optuna RDB URL for the live study (default: EXP/optuna.db for local storage)", kind=str)
+    warm_start: str | None = setting(None, "seed a new sweep's searcher with the finished trials of an earlier experiment STORAGE/NAME", kind=str)
     # Off: Tune can reuse a trial's actor only when its function has returned, and an ASHA-stopped trial's function
     # is still inside TorchTrainer.fit(); Tune then marks the *next* trial errored. (On saves ~2 s a trial.)
-    reuse_actors: bool = False
-    mlflow: str | None = None  # MLflow tracking URI: each trial is logged as a run (results/tracking.py)
-    auto_steps: bool = False  # size the trial budget from the data's label length (search.space.fit_to_data); the CLI's default
+    reuse_actors: bool = setting(False, "reuse trial actors (off: see the comment above)")
+    mlflow: str | None = setting(None, "log each trial as an MLflow run (sqlite:///PATH/mlflow.db or http://HOST:PORT), in the experiment --name", kind=str)
+    auto_steps: bool = setting(False, "size the trial budget from the data's label length (search.space.fit_to_data); the CLI's default")
+
+
+NOT_FLAGS = ("reuse_actors", "auto_steps")  # SweepSettings fields the command sets itself
 
 
 def experiment_path(s: SweepSettings) -> str:

@@ -47,3 +47,22 @@ def test_a_setting_that_cannot_work_is_one_line_before_ray(capsys, tmp_path):
     assert e.value.code == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "loss" in err and err.count("\n") == 1, err
+
+
+def test_flags_are_generated_from_the_settings_dataclasses():
+    """`sweep`'s flags come from SweepSettings and TrainConfig (defaults live there only): a bool that defaults to
+    True is `--no-NAME` and parses to False (never bool("False") == True), flags not given parse to None, choices
+    are checked by argparse, and a setting's own flag name (time_budget_s -> --time-budget) is kept."""
+    import argparse
+
+    from captcha_tune.commands.sweep import register
+
+    sub = argparse.ArgumentParser().add_subparsers()
+    register(sub)
+    parser = sub.choices["sweep"]
+    args = parser.parse_args(["--no-recommended", "--time-budget", "60", "--searcher", "gp", "--peak-lr", "3e-3"])
+    assert (args.recommended, args.time_budget_s, args.searcher, args.peak_lr) == (False, 60.0, "gp", 3e-3)
+    default = parser.parse_args([])
+    assert (default.recommended, default.num_samples, default.max_steps) == (None, None, None)
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--searcher", "grid"])

@@ -12,8 +12,10 @@ from dataclasses import dataclass, field
 from trainable.errors import UserError
 
 
-def setting(default, help: str):
-    return field(default=default, metadata={"help": help})
+def setting(default, help: str, choices: tuple = (), flag: str | None = None, kind: type | None = None):
+    """A dataclass field whose command-line flag is generated (add_arguments): its help, allowed values, a flag name
+    where it differs from the field's, and its type where the default (None) does not tell it."""
+    return field(default=default, metadata=dict(help=help, choices=choices, flag=flag, kind=kind))
 
 
 @dataclass(frozen=True)
@@ -154,11 +156,19 @@ GPU_MODEL = dict(channels=48, img_height=64, seq_hidden=384)
 
 
 def add_arguments(parser, cls=TrainConfig, skip=()) -> None:
-    """Generate `--kebab-case` flags from the dataclass (defaults live in the dataclass only)."""
+    """Generate `--kebab-case` flags from the dataclass (defaults live in the dataclass only): a bool that defaults to
+    True becomes `--no-NAME`, one that defaults to False `--NAME`; every flag not given parses to None."""
     for f in dataclasses.fields(cls):
         if f.name in skip:
             continue
-        parser.add_argument("--" + f.name.replace("_", "-"), type=type(f.default), default=None, help=f.metadata.get("help"))
+        meta = f.metadata
+        flag = "--" + (meta.get("flag") or f.name.replace("_", "-"))
+        if isinstance(f.default, bool):
+            parser.add_argument(("--no-" + flag[2:]) if f.default else flag, dest=f.name, default=None,
+                                action="store_const", const=not f.default, help=meta.get("help"))
+            continue
+        kind = meta.get("kind") or type(f.default)
+        parser.add_argument(flag, dest=f.name, type=kind, default=None, choices=meta.get("choices") or None, help=meta.get("help"))
 
 
 def from_arguments(args, base: dict | None = None, cls=TrainConfig):

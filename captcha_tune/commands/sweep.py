@@ -16,43 +16,26 @@ PRESETS = {
 
 
 def register(sub) -> None:
+    from search.sweep import NOT_FLAGS, SweepSettings
+
     p = sub.add_parser("sweep", help="hyperparameter search: Optuna TPE + ASHA, each trial a DDP run")
     p.add_argument("--preset", choices=sorted(PRESETS), default="cpu", help="budget and model size (cpu: ~10 min on 2 cores)")
-    p.add_argument("--storage", default="experiments", help="local folder or s3:// / gs:// URI")
-    p.add_argument("--name", default="sweep", help="experiment name; re-running the same name resumes it")
-    p.add_argument("--data", default=None, help="dataset folder (default: generate one into the experiment)")
-    p.add_argument("--spec", default="easy", choices=["easy", "mixed", "hard"], help="spec of generated data")
-    p.add_argument("--data-n", type=int, default=None, help="images to generate")
-    p.add_argument("--num-samples", type=int, default=8, help="trials in total (the reference config is the first, the recommended one second); "
-                   "a larger number extends a finished sweep of the same --name")
-    p.add_argument("--workers-per-trial", type=int, default=None, help="DDP workers in each trial")
-    p.add_argument("--gpus-per-worker", type=float, default=None)
-    p.add_argument("--cpus-per-worker", type=float, default=1.0)
-    p.add_argument("--max-concurrent", type=int, default=0, help="trials at a time (default: what the cluster fits)")
-    p.add_argument("--time-budget", type=float, default=0.0, help="seconds for the whole sweep (0 = none)")
-    p.add_argument("--seed", type=int, default=0, help="searcher seed (and of generated labels)")
-    p.add_argument("--searcher", choices=["tpe", "gp", "random"], default="tpe",
-                   help="Optuna sampler: tpe (multivariate TPE), gp (Gaussian process) or random")
-    p.add_argument("--no-recommended", dest="recommended", action="store_false",
-                   help="leave out the second start point, captcha-tune's recommended config (CTC head, augment 0.3, the reference's schedule)")
-    p.add_argument("--scheduler", choices=["asha", "none"], default="asha")
     p.add_argument("--space", default=None, help="JSON/YAML file of range overrides: {peak_lr: {low: 1e-4, high: 1e-2}}")
     p.add_argument("--bound", action="append", default=[], help="range override NAME=LOW:HIGH or NAME=A,B (repeatable)")
-    p.add_argument("--optuna-storage", default=None, help="Optuna RDB URL for the live study (default: EXP/optuna.db for local storage)")
-    p.add_argument("--warm-start", default=None, metavar="EXP",
-                   help="seed a new sweep's searcher with the finished trials of an earlier experiment STORAGE/NAME")
     p.add_argument("--resume", action="store_true", help="resume an interrupted sweep (re-running the same command does too)")
-    p.add_argument("--mlflow", default=None, metavar="URI",
-                   help="log each trial as an MLflow run (sqlite:///PATH/mlflow.db or http://HOST:PORT), in the experiment --name")
-    add_arguments(p, skip=("data_dir", "seed"))
+    add_arguments(p, SweepSettings, skip=NOT_FLAGS)
+    # the trials' training settings; seed is the sweep's, time_budget_s the sweep's --time-budget
+    add_arguments(p, skip=("data_dir", "seed", "time_budget_s"))
     p.set_defaults(func=run)
 
 
 def run(args) -> None:
+    import dataclasses
+
     from results.experiment import check_errored, print_summary
     from results import tracking, transfer
     from search.space import load_overrides, parse_space
-    from search.sweep import SweepSettings, experiment_path, main_command, run_sweep
+    from search.sweep import NOT_FLAGS, SweepSettings, experiment_path, main_command, run_sweep
     from trainable import storage
     from trainable.data import IMAGE_SIZE, SPECS, read_meta
 
@@ -61,19 +44,17 @@ def run(args) -> None:
     if args.init_from:  # a source that can't start the trials' model: one line, before Ray starts
         folder, shape = transfer.source(args.init_from)
         base = from_arguments(args, {**preset["train"], **shape}).replace(init_from=folder)
-        transfer.check(base, read_meta(args.data) if args.data else dict(SPECS[args.spec], image_size=IMAGE_SIZE))
+        transfer.check(base, read_meta(args.data) if args.data else dict(SPECS[args.spec or "easy"], image_size=IMAGE_SIZE))
     overrides = load_overrides(args.space, args.bound)
     parse_space(overrides)  # bad bounds: one line, before Ray starts
-    workers, gpus = args.workers_per_trial or preset["workers"], preset["gpus"] if args.gpus_per_worker is None else args.gpus_per_worker
+    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(SweepSettings) if f.name not in NOT_FLAGS and getattr(args, f.name) is not None}
+    given.setdefault("data_n", preset["n"])
+    workers, gpus = given.get("workers_per_trial", preset["workers"]), given.get("gpus_per_worker", preset["gpus"])
     if args.preset == "gpu":
-        workers, gpus = plan_gpus(args, base, args.data_n or preset["n"])
-    s = SweepSettings(
-        storage=args.storage, name=args.name, data=args.data, spec=args.spec, data_n=args.data_n or preset["n"],
-        num_samples=args.num_samples, workers_per_trial=workers, gpus_per_worker=gpus,
-        cpus_per_worker=args.cpus_per_worker, max_concurrent=args.max_concurrent, time_budget_s=args.time_budget,
-        seed=args.seed, searcher=args.searcher, recommended=args.recommended, scheduler=args.scheduler, optuna_storage=args.optuna_storage,
-        warm_start=args.warm_start, mlflow=args.mlflow and tracking.check(args.mlflow), auto_steps=args.max_steps is None,
-    )
+        workers, gpus = plan_gpus(args, base, given["data_n"])
+    if given.get("mlflow"):
+        given["mlflow"] = tracking.check(given["mlflow"])
+    s = SweepSettings(**{**given, "workers_per_trial": workers, "gpus_per_worker": gpus, "auto_steps": args.max_steps is None})
     if args.resume and not storage.exists(storage.join(experiment_path(s), "sweep.json")):
         raise FileNotFoundError(f"nothing to resume at {experiment_path(s)}; check --storage and --name")
     exp = run_sweep(s, base, overrides, command=main_command())
@@ -87,7 +68,7 @@ def plan_gpus(args, base, data_n: int) -> tuple[int, float]:
 
     init_ray()
     workers = args.workers_per_trial or 1
-    plan = plan_gpu(node_resources(), args.workers_per_trial, args.gpus_per_worker, args.max_concurrent,
+    plan = plan_gpu(node_resources(), args.workers_per_trial, args.gpus_per_worker, args.max_concurrent or 0,
                     trial_bytes(base, data_n, workers), card_bytes())
     print(plan, flush=True)
     return plan.workers_per_trial, plan.gpus_per_worker
