@@ -3,6 +3,7 @@ later command can grow (extend a finished sweep)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from typing import TYPE_CHECKING
@@ -108,8 +109,11 @@ def build_searcher(s: SweepSettings, space: dict, points: list[dict], exp: str):
     if s.searcher == "random":
         sampler = optuna.samplers.RandomSampler(seed=s.seed)
     elif s.searcher == "gp":
-        # The GP models the parameters every trial has; the focal settings (multilabel trials only) are drawn at random.
+        # The GP models the parameters every trial has with the same range; the focal settings (multilabel trials
+        # only) are drawn at random. A range that differs per head (peak_lr) would leave the GP's model too (Optuna's
+        # intersection search space drops it), so the GP searches its envelope for both heads and learns the rest.
         sampler = optuna.samplers.GPSampler(seed=s.seed)
+        space = {name: dataclasses.replace(p, per=()) for name, p in space.items()}
     else:
         # group=True: the focal settings exist only in multilabel trials, and grouped TPE models each subspace apart
         sampler = optuna.samplers.TPESampler(seed=s.seed, multivariate=True, group=True, n_startup_trials=startup_trials(s.num_samples, len(points)))

@@ -84,3 +84,20 @@ def test_tpe_uses_the_startup_count_of_the_budget(tmp_path):
     s = SweepSettings(name="t", searcher="tpe", num_samples=50, optuna_storage=f"sqlite:///{tmp_path}/study.db")
     search = build_searcher(s, space, start_points(space, 1200, TrainConfig()), str(tmp_path))
     assert search._sampler._n_startup_trials == 10
+
+
+def test_the_gp_models_peak_lr_over_both_heads(tmp_path):
+    """Per-head ranges would drop peak_lr from the GP's model (Optuna's intersection search space); the GP searches
+    its envelope instead, so after trials of both heads peak_lr is still in its relative search space."""
+    import optuna
+
+    from search.space import DEFAULT_SPACE
+
+    search = searcher(tmp_path, "gp")
+    for i in range(6):
+        search.on_trial_complete(f"t{i}", dict(val_score=search.suggest(f"t{i}")["peak_lr"] * 10, step=1200))
+    study = search._ot_study
+    trial = study.ask()
+    assert "peak_lr" in study.sampler.infer_relative_search_space(study, trial)
+    p = DEFAULT_SPACE["peak_lr"]
+    assert {t.distributions["peak_lr"] for t in study.trials if "peak_lr" in t.distributions} == {optuna.distributions.FloatDistribution(p.low, p.high, log=True)}
