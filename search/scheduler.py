@@ -83,10 +83,12 @@ def build_asha(max_steps: int, rung_steps: list[int], exp: str):
 
 
 def rung_plan(max_steps: int, eval_every: int, longest_warmup: int, num_samples: int) -> str:
+    """The rungs and how many trials are expected to reach each: all of them the first, then 1/REDUCTION_FACTOR as
+    many at each next one and at the end (within each head's group, so more where the heads split unevenly)."""
     steps = rungs(max_steps, eval_every, longest_warmup)
     if not steps:
         return f"ASHA: no rung before max_steps={max_steps}; every trial runs to the end"
-    parts = [f"step {s}: ~{max(1, round(num_samples / REDUCTION_FACTOR ** (k + 1)))} of {num_samples} continue"
-             for k, s in enumerate(steps)]
-    return (f"ASHA rungs (best val_score so far, top 1/{REDUCTION_FACTOR} continue among trials of the same "
-            f"{'/'.join(GROUP_BY)}; max {max_steps} steps): " + "; ".join(parts))
+    reach = lambda k: f"~{max(1, round(num_samples / REDUCTION_FACTOR ** k))}"
+    parts = [f"rung {k + 1} at step {s}: {f'all {num_samples} trials' if k == 0 else reach(k)}" for k, s in enumerate(steps)]
+    return (f"ASHA (best val_score so far, top 1/{REDUCTION_FACTOR} continue at each rung among trials of the same "
+            f"{'/'.join(GROUP_BY)}): " + "; ".join(parts + [f"to the end ({max_steps}): {reach(len(steps))}"]))

@@ -3,6 +3,7 @@ later command can grow (extend a finished sweep)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from typing import TYPE_CHECKING
@@ -90,17 +91,32 @@ class ExtendableSearch(SearchGenerator):
         set_total_samples(self, json.loads(storage.read_text(self.state_file))["settings"]["num_samples"])
 
 
+def startup_trials(num_samples: int, n_points: int) -> int:
+    """TPE's n_startup_trials: the study's finished trials before TPE models them, the start points included.
+
+    A random draw lands anywhere in the space, so it is the draw most likely to be wasted; it pays only with enough
+    later trials to use what it showed. The start points (the reference and the recommended config) already count
+    as finished trials, but they share the reference's schedule and peak_lr, so on their own they tell TPE nothing
+    about those: at least one random draw follows them. Beyond that about a sixth of the budget is drawn at random
+    (8 trials: 1, 16: 3, 50: 8), never more than 10, Optuna's default for a study without start points. With C
+    trials at a time the first C are drawn before any finishes, so at least those are random anyway."""
+    return n_points + min(10, max(1, round(num_samples / 6)))
+
+
 def build_searcher(s: SweepSettings, space: dict, points: list[dict], exp: str):
     import optuna
 
     if s.searcher == "random":
         sampler = optuna.samplers.RandomSampler(seed=s.seed)
     elif s.searcher == "gp":
-        # The GP models the parameters every trial has; the focal settings (multilabel trials only) are drawn at random.
+        # The GP models the parameters every trial has with the same range; the focal settings (multilabel trials
+        # only) are drawn at random. A range that differs per head (peak_lr) would leave the GP's model too (Optuna's
+        # intersection search space drops it), so the GP searches its envelope for both heads and learns the rest.
         sampler = optuna.samplers.GPSampler(seed=s.seed)
+        space = {name: dataclasses.replace(p, per=()) for name, p in space.items()}
     else:
         # group=True: the focal settings exist only in multilabel trials, and grouped TPE models each subspace apart
-        sampler = optuna.samplers.TPESampler(seed=s.seed, multivariate=True, group=True, n_startup_trials=max(3, s.num_samples // 4))
+        sampler = optuna.samplers.TPESampler(seed=s.seed, multivariate=True, group=True, n_startup_trials=startup_trials(s.num_samples, len(points)))
     # The live study goes next to the experiment (optuna-dashboard sqlite:///EXP/optuna.db) when it is local.
     url = warm_start.study_url(exp, s.optuna_storage)
     db = optuna.storages.RDBStorage(url) if url else None  # None: in memory (an s3:// experiment without --optuna-storage)

@@ -1,7 +1,8 @@
 """The search space: one declarative table. Step-valued ranges are fractions of the trial's max_steps.
 
-Each entry: kind ('log', 'float', 'steps', 'choice') and its range. 'steps' bounds are fractions of
-max_steps, so a 1,000-step CPU trial and a 300,000-step GPU trial search the same *shape* of schedule.
+Each entry: kind ('log', 'float', 'steps', 'choice') and its range, which may depend on an earlier choice (`per`).
+'steps' bounds are fractions of max_steps, so a 1,000-step CPU trial and a 300,000-step GPU trial search the same
+*shape* of schedule.
 """
 
 from __future__ import annotations
@@ -21,20 +22,39 @@ class Param:
     high: float = 0.0
     choices: tuple = ()
     when: tuple = ()  # (other parameter, value): searched only in trials where it holds, e.g. ('head', 'multilabel')
+    # (other parameter, {value: (low, high)}): the range in trials where the other parameter (listed before this one)
+    # has that value, e.g. ('head', {'ctc': (3e-4, 1e-2)}); other values use low..high, which holds every range
+    per: tuple = ()
+
+    def bounds(self, chosen: dict) -> tuple[float, float]:
+        """(low, high) in a trial whose parameters so far are `chosen`."""
+        if self.per and chosen.get(self.per[0]) in self.per[1]:
+            return tuple(self.per[1][chosen[self.per[0]]])
+        return self.low, self.high
 
 
 DEFAULT_SPACE = {
-    # Adam's stable range for small conv nets spans two decades around the reference 1e-3; log scale
-    # because the effect of the LR is multiplicative.
-    "peak_lr": Param("log", 1e-4, 1e-2),
+    # The head: the original MAX_LEN x CHARSET classifier, or a CRNN read by CTC (no fixed positions,
+    # so a glyph's place in the image does not have to match its index in the label). First: peak_lr's range
+    # depends on it.
+    "head": Param("choice", choices=("multilabel", "ctc")),
+    # Log scale: the effect of the LR is multiplicative. One range per head, where a trial can learn before ASHA's
+    # first rung (step 300 of the cpu preset's 1200); measured by dev/probe_lr.py (easy set of 3000 images, batch 32,
+    # warmup 20, cosine period 600, one seed, one thread), val full match / char accuracy at step 300 (and 600):
+    #   ctc         1e-4: 0.00 / 0.06 (0.05)   2e-4: 0.30 / 0.57 (0.62)   4e-4: 0.70 / 0.88 (0.81)
+    #               1e-3: 0.76 / 0.91 (0.84)   1e-2: 0.57 / 0.84 (0.84)
+    #   multilabel  1e-4: 0.00 / 0.04 (0.00)   1e-3: 0.00 / 0.18 (0.01)   3e-3: 0.02 / 0.35 (0.13)
+    #               1e-2: 0.00 / 0.32 (0.10)   3e-2: 0.01 / 0.25 (0.07)
+    # Below 4e-4 a CTC head is still at or near its all-blank start at the first rung (2e-4: under half the best
+    # there, so ASHA cuts it); a multilabel head at 1e-4 learns nothing, is best from 3e-3 to 1e-2 and worse again at
+    # 3e-2. Both ranges keep the reference's 1e-3 (the start points). The multilabel head is far behind CTC at
+    # these budgets whatever its LR: its range stops it wasting a trial on an LR, not on the head.
+    "peak_lr": Param("log", 4e-4, 1e-2, per=("head", {"ctc": (4e-4, 1e-2), "multilabel": (1e-3, 1e-2)})),
     # Reference: 5000 of 300000 steps (1.7%). From none to a fifth of the run: longer warmups only
     # delay learning, and ASHA's first rung comes after the longest warmup (see scheduler.py).
     "warmup_steps": Param("steps", 0.0, 0.2),
     # Reference: 150000 of 300000 steps = two cosine cycles. From four cycles (0.25) to one (1.0).
     "cosine_period": Param("steps", 0.25, 1.0),
-    # The head: the original MAX_LEN x CHARSET classifier, or a CRNN read by CTC (no fixed positions,
-    # so a glyph's place in the image does not have to match its index in the label).
-    "head": Param("choice", choices=("multilabel", "ctc")),
     # Augmentation strength: 0 (off, the reference) to 1 (about 8 degrees of rotation and shear, 10%
     # scale). Above 1 the warps start to cut glyphs off at the borders.
     "augment": Param("float", 0.0, 1.0),
@@ -73,8 +93,10 @@ def parse_space(overrides: dict | None = None) -> dict[str, Param]:
             space.pop(name, None)
             continue
         base = space.get(name, Param("choice" if "choices" in spec else "float"))
+        if ("low" in spec or "high" in spec) and "per" not in spec:
+            base = dataclasses.replace(base, per=())  # a range the user sets holds for every trial
         try:
-            space[name] = dataclasses.replace(base, **{k: tuple(v) if k in ("choices", "when") else v for k, v in spec.items()})
+            space[name] = dataclasses.replace(base, **{k: tuple(v) if k in ("choices", "when", "per") else v for k, v in spec.items()})
         except TypeError:
             raise SpaceError(f"bad range for {name}: {spec}; use {{'low': L, 'high': H}} or {{'choices': [...]}}") from None
     for name, p in space.items():
@@ -86,12 +108,13 @@ def check_values(space: dict[str, Param], base: TrainConfig) -> None:
     """Build the training settings at every choice and both ends of every range: a value no trial could run
     with is one line naming the parameter, before Ray starts (not an error inside every trial that draws it)."""
     for name, p in space.items():
-        values = p.choices if p.kind == "choice" else (p.low, p.high)
-        for value in values:
+        cases = [(dict([p.when] if p.when else []), v) for v in (p.choices if p.kind == "choice" else (p.low, p.high))]
+        cases += [({p.per[0]: other}, v) for other, ends in (p.per[1].items() if p.per else ()) for v in ends]
+        for fixed, value in cases:
             if p.kind in ("steps", "int"):
                 value = max(1, round(value * base.max_steps)) if p.kind == "steps" else int(value)
             try:
-                TrainConfig.from_dict({**base.to_dict(), **dict([p.when] if p.when else []), name: type(getattr(base, name))(value)})
+                TrainConfig.from_dict({**base.to_dict(), **fixed, name: type(getattr(base, name))(value)})
             except (ValueError, TypeError) as e:
                 allowed = f"; allowed: {', '.join(map(str, p.choices))}" if p.kind == "choice" else ""
                 raise SpaceError(f"{name}={value!r} can't be trained: {e}{allowed}") from None
@@ -112,6 +135,12 @@ def check_param(name: str, p: Param) -> None:
         raise SpaceError(f"{name}: bounds must be {'> 0 (log scale)' if p.kind == 'log' else '>= 0'}, got {p.low:g}")
     if p.kind == "steps" and p.high > 1:
         raise SpaceError(f"{name}: step ranges are fractions of --max-steps in [0, 1], got {p.high:g}")
+    if p.per:
+        if p.kind not in ("log", "float") or len(p.per) != 2 or not isinstance(p.per[1], dict):
+            raise SpaceError(f"{name}: 'per' must be [other parameter, {{value: [low, high]}}] on a log or float range, got {list(p.per)}")
+        for value, ends in p.per[1].items():
+            if len(ends) != 2 or not p.low <= ends[0] <= ends[1] <= p.high:
+                raise SpaceError(f"{name}: the range for {p.per[0]}={value} must be [low, high] inside {p.low:g}..{p.high:g}, got {list(ends)}")
 
 
 def parse_bound(text: str) -> tuple[str, dict]:
@@ -155,8 +184,8 @@ def materialize(space: dict[str, Param], max_steps: int) -> dict[str, Param]:
 
 class DefineByRun:
     """The space as an Optuna define-by-run function: a parameter with `when` is suggested only in trials
-    where its condition holds (conditions refer to parameters listed before it). Picklable, so Tune can
-    checkpoint the searcher."""
+    where its condition holds, one with `per` from the range of the value drawn before it (conditions refer to
+    parameters listed before it). Picklable, so Tune can checkpoint the searcher."""
 
     def __init__(self, space: dict[str, Param]):
         self.space = space
@@ -166,6 +195,9 @@ class DefineByRun:
         for name, p in self.space.items():
             if p.when and p.when[0] in chosen and chosen[p.when[0]] != p.when[1]:
                 continue
+            if p.per:  # Optuna lets a float's bounds differ between trials of a define-by-run space
+                low, high = p.bounds(chosen)
+                dists[name] = to_optuna({name: dataclasses.replace(p, low=low, high=high, per=())})[name]
             chosen[name] = suggest(trial, name, dists[name])
         return None
 
@@ -210,7 +242,8 @@ def reference_point(space: dict[str, Param], max_steps: int, base: TrainConfig, 
         if name in STEP_SETTINGS:
             value = round(value * max_steps)
         if p.kind != "choice":
-            value = min(max(value, p.low), p.high)
+            low, high = p.bounds(point)
+            value = min(max(value, low), high)
         elif value not in p.choices:
             if source is not REFERENCE:
                 return None

@@ -68,3 +68,36 @@ def test_bound_sequence_conv_transformer_is_searched_and_checked_before_ray(tmp_
     assert drawn == {"conv", "transformer"}
     with pytest.raises(SpaceError, match="sequence='transformer' can't be trained: seq_hidden 100 must be a multiple of seq_heads 8"):
         check_values(space, base.replace(seq_hidden=100, seq_heads=8))
+
+
+def test_startup_trials_counts_the_start_points_and_a_sixth_of_the_budget():
+    """TPE's start-up draws: the start points, then at least one random draw, about a sixth of the budget, at most 10."""
+    from search.searcher import startup_trials
+
+    assert [startup_trials(n, 2) for n in (1, 8, 12, 16, 24, 50, 100)] == [3, 3, 4, 5, 6, 10, 12]
+    assert startup_trials(8, 1) == 2  # --no-recommended: one start point
+    assert startup_trials(8, 0) == 1
+
+
+def test_tpe_uses_the_startup_count_of_the_budget(tmp_path):
+    space = materialize(parse_space(), 1200)
+    s = SweepSettings(name="t", searcher="tpe", num_samples=50, optuna_storage=f"sqlite:///{tmp_path}/study.db")
+    search = build_searcher(s, space, start_points(space, 1200, TrainConfig()), str(tmp_path))
+    assert search._sampler._n_startup_trials == 10
+
+
+def test_the_gp_models_peak_lr_over_both_heads(tmp_path):
+    """Per-head ranges would drop peak_lr from the GP's model (Optuna's intersection search space); the GP searches
+    its envelope instead, so after trials of both heads peak_lr is still in its relative search space."""
+    import optuna
+
+    from search.space import DEFAULT_SPACE
+
+    search = searcher(tmp_path, "gp")
+    for i in range(6):
+        search.on_trial_complete(f"t{i}", dict(val_score=search.suggest(f"t{i}")["peak_lr"] * 10, step=1200))
+    study = search._ot_study
+    trial = study.ask()
+    assert "peak_lr" in study.sampler.infer_relative_search_space(study, trial)
+    p = DEFAULT_SPACE["peak_lr"]
+    assert {t.distributions["peak_lr"] for t in study.trials if "peak_lr" in t.distributions} == {optuna.distributions.FloatDistribution(p.low, p.high, log=True)}

@@ -114,3 +114,47 @@ def test_data_derived_budget_heights_and_columns_fit_the_longest_label(spec):
             logits = model(torch.zeros(1, 1, cfg.img_height, cfg.img_width))
         columns = logits.shape[1] if logits.shape[0] == 1 else logits.shape[0]
         assert columns >= ctc_min_columns(meta["max_len"]), (h, cfg.img_width, logits.shape)
+
+
+def test_peak_lr_range_depends_on_the_head_in_a_tpe_study():
+    """A float's bounds may differ between trials of one Optuna study (define-by-run): over 40 multivariate, grouped
+    TPE trials (the sweep's sampler) every CTC trial draws peak_lr from CTC's range and every multilabel one from its
+    own, both heads draw both ends' neighbourhoods, and the reference's 1e-3 is inside both ranges."""
+    import math
+
+    import optuna
+
+    from search.space import DEFAULT_SPACE, DefineByRun
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    p = DEFAULT_SPACE["peak_lr"]
+    ranges = {head: p.bounds(dict(head=head)) for head in ("ctc", "multilabel")}
+    assert ranges["ctc"] != ranges["multilabel"] and all(low <= 1e-3 <= high for low, high in ranges.values())
+    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=0, multivariate=True, group=True, n_startup_trials=5))
+    space = materialize(parse_space(), 1200)
+    for ref in start_points(space, 1200, TrainConfig()):
+        study.enqueue_trial(ref)
+    for _ in range(40):
+        trial = study.ask()
+        DefineByRun(space)(trial)
+        low, high = ranges[trial.params["head"]]
+        assert low <= trial.params["peak_lr"] <= high, trial.params
+        study.tell(trial, -abs(math.log10(trial.params["peak_lr"] / 3e-3)))  # best at 3e-3
+    lrs = {h: [t.params["peak_lr"] for t in study.trials if t.params["head"] == h] for h in ranges}
+    assert all(lrs.values()), lrs  # both heads drawn (the start points at least)
+
+
+def test_per_head_ranges_are_checked_and_a_user_range_replaces_them():
+    from search.space import DEFAULT_SPACE, REFERENCE, check_values
+
+    check_values(materialize(parse_space(), 1000), TrainConfig(max_steps=1000))  # each head's ends of peak_lr train
+    with pytest.raises(SpaceError, match="the range for head=ctc must be \\[low, high\\] inside"):
+        parse_space({"peak_lr": {"per": ["head", {"ctc": [1e-5, 1e-2]}]}})  # outside low..high
+    user = parse_space(dict([parse_bound("peak_lr=1e-4:1e-2")]))["peak_lr"]
+    assert user.per == () and user.bounds(dict(head="ctc")) == (1e-4, 1e-2)
+    space = materialize(parse_space(), 1000)
+    ref, rec = start_points(space, 1000, TrainConfig())
+    assert (ref["head"], ref["peak_lr"], rec["head"], rec["peak_lr"]) == ("multilabel", 1e-3, "ctc", 1e-3)
+    for head in ("ctc", "multilabel"):  # a point below a head's range is clipped to that head's low end
+        low = DEFAULT_SPACE["peak_lr"].bounds(dict(head=head))[0]
+        assert reference_point(space, 1000, TrainConfig(), dict(REFERENCE, head=head, peak_lr=1e-5))["peak_lr"] == low
