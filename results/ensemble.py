@@ -113,7 +113,7 @@ def export_ensemble(members: list[tuple[str, dict]], out, source: str | None = N
                 raise UserError(f"ensemble members must share {key}: {origin.get('trial_id') or file} has {state[key]!r}, "
                                 f"{members[0][1].get('trial_id') or first_file} has {first[key]!r}")
     wrapper = EnsembleModel([(model, s["config"]["img_height"], s["config"]["img_width"]) for (model, s), _, _ in loaded], first["max_len"])
-    ep, input_spec = export_program(wrapper.eval())
+    ep, input_spec = export_program(wrapper.eval(), wrapper.sizes[0])  # the best member's input size, if one size it must be
     meta = dict(
         ensemble=len(members), combine=wrapper.combine, head="ensemble", charset=first["charset"], max_len=first["max_len"],
         members=[dict(trial_id=origin.get("trial_id"), checkpoint=str(file), step=s["step"], head=s["config"].get("head", "multilabel"),
