@@ -130,3 +130,24 @@ def test_evaluate_and_predict_count_an_overlong_reading_as_wrong():
     m = evaluate_predictor(predictor, rows)
     assert m["full_match"] == 0.0 and m["char_acc"] == 6 / 7 and m["confusions"] == [("G", MORE, 2)]
     assert predictor.predict([rgb for _, rgb, _ in rows]) == ["ABCDEF" + MORE] * 2
+
+
+def test_resuming_with_other_settings_is_one_line(tmp_path):
+    """`train --name` over a run that recorded its settings: another learning rate stops before Ray, in one line."""
+    from captcha_tune.commands.train import SETTINGS_FILE, check_same_run, run_settings
+    from trainable.data import generate
+
+    data = generate("easy", 20, tmp_path / "data", seed=0, processes=1)
+    cfg = TrainConfig(data_dir=str(data), **TINY)
+    run_dir = tmp_path / "runs" / "run"
+    run_dir.mkdir(parents=True)
+    (run_dir / SETTINGS_FILE).write_text(json.dumps(run_settings(cfg, 2)))
+    check_same_run(str(run_dir), run_settings(cfg, 2))  # the same run resumes ...
+    check_same_run(str(run_dir), run_settings(cfg.replace(max_steps=400), 2))  # ... and may train further
+    proc = cli("train", "--data-dir", data, "--workers", 2, "--storage", tmp_path / "runs", "--name", "run",
+               *flags({**TINY, "peak_lr": 0.5}), check=False, timeout=120)
+    err = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(err) == 1, proc.stderr
+    assert err[0] == (f"error: {run_dir} ran with --peak-lr {cfg.peak_lr}, not 0.5; resume with the same flags (only --max-steps may change) or pick a new --name")
+    proc = cli("train", "--data-dir", data, "--workers", 1, "--storage", tmp_path / "runs", "--name", "run", *flags(TINY), check=False, timeout=120)
+    assert proc.returncode == 2 and "ran with --workers 2, not 1" in proc.stderr
