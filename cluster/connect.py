@@ -61,10 +61,14 @@ def init_ray(num_cpus: int | None = None, address: str | None = None) -> None:
 
 def quiet() -> None:
     """The console shows captcha-tune's lines and Ray's progress table, not library notices that need no action:
-    Ray's token-auth notice (every local Ray has token auth; ray.init says so each time) and Optuna's
+    Tune's TensorBoard hint, Ray's token-auth notice (every local Ray has token auth; ray.init says so each time) and Optuna's
     ExperimentalWarning for the sampler options the search space uses (matched by its text: importing optuna here
     for the class would slow every command)."""
     logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
+    # Tune's own loggers without TensorBoard's (nothing reads its event files): the CSV and JSON ones that
+    # results/ reads, named here, and no automatic ones, so no "To visualize your results with TensorBoard" hint
+    os.environ.setdefault("RAY_TUNE_CALLBACKS", "ray.tune.logger.CSVLoggerCallback,ray.tune.logger.JsonLoggerCallback")
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     warnings.filterwarnings("ignore", message=r".*(is experimental \(supported from v|is an experimental feature)")
 
 
