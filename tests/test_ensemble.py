@@ -1,10 +1,10 @@
-"""Top-k ensemble against averaging in Python as reference: `captcha-tune export EXP --top-k 3` picks the sweep's
+"""Top-k ensemble against its rule computed in Python as reference: `captcha-tune export EXP --top-k 3` picks the sweep's
 best 3 finished trials with a checkpoint (by best val_score; a running trial and a deleted checkpoint are
-skipped) and writes one .pt2 that, in a fresh Python without the project, gives the mean of the members'
-per-position probabilities (multilabel softmax, ctc one-hot of its greedy reading; members of different input
-sizes) and its argmax, on captchas of two sizes; all-ctc members average their per-column softmax and decode
-once; the predictor, evaluate and `evaluate --compare-members` read it (gain = ensemble - best member);
---top-k larger than the finished trials, and members of different charsets, are one-line errors that write nothing.
+skipped) and writes one .pt2 that, in a fresh Python without the project, gives the reading with the highest mean
+member probability (each member's geometric mean per emitted symbol, whatever its head; members of different
+input sizes) on captchas of two sizes; all-ctc members pick the reading they agree on; the predictor, evaluate
+and `evaluate --compare-members` read it (gain = ensemble - best member); --top-k larger than the finished
+trials, and members of different charsets, are one-line errors that write nothing.
 No Ray: checkpoints are built directly and the sweep's tables are served by a stub of results.experiment.load."""
 
 from __future__ import annotations
