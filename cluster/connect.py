@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
+import warnings
 
 from trainable.errors import UserError
 
@@ -12,6 +14,10 @@ from trainable.errors import UserError
 TRAIN_ENV = {
     "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": os.environ.get("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", "60"),
     "RAY_TRAIN_ENABLE_PRINT_PATCH": "0",
+    # no preemption watcher actor per run: its creation logs a core_worker error line ("has constructor arguments in
+    # the object store and max_restarts > 0", ray-project/ray#53727) into every trial's console; a run on a drained
+    # node restarts from its checkpoint through FailureConfig(max_failures) all the same
+    "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0",
     "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"),
 }
 
@@ -29,6 +35,7 @@ def init_ray(num_cpus: int | None = None, address: str | None = None) -> None:
 
     if ray.is_initialized():
         return
+    quiet()
     os.environ.update(TRAIN_ENV)
     os.environ.setdefault("RAY_DEDUP_LOGS", "1")
     address = address or os.environ.get("RAY_ADDRESS")
@@ -50,6 +57,19 @@ def init_ray(num_cpus: int | None = None, address: str | None = None) -> None:
         finally:  # this process may start another Ray later (tests do): it must not take this one's address for it
             for k, v in saved.items():
                 os.environ.pop(k) if v is None else os.environ.update({k: v})
+
+
+def quiet() -> None:
+    """The console shows captcha-tune's lines and Ray's progress table, not library notices that need no action:
+    Tune's TensorBoard hint, Ray's token-auth notice (every local Ray has token auth; ray.init says so each time) and Optuna's
+    ExperimentalWarning for the sampler options the search space uses (matched by its text: importing optuna here
+    for the class would slow every command)."""
+    logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
+    # Tune's own loggers without TensorBoard's (nothing reads its event files): the CSV and JSON ones that
+    # results/ reads, named here, and no automatic ones, so no "To visualize your results with TensorBoard" hint
+    os.environ.setdefault("RAY_TUNE_CALLBACKS", "ray.tune.logger.CSVLoggerCallback,ray.tune.logger.JsonLoggerCallback")
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+    warnings.filterwarnings("ignore", message=r".*(is experimental \(supported from v|is an experimental feature)")
 
 
 def free_port() -> int:

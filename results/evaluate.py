@@ -7,11 +7,11 @@ from pathlib import Path
 
 import torch
 
-from results.predict import read_parquet
+from results.predict import MORE, read_parquet
 from trainable.charset import encode
 from trainable.data import check_labels_fit, split_files
 from trainable.errors import UserError
-from trainable.loss import match_counts
+from trainable.loss import OVERFLOW, match_counts
 
 SHOW_PAD = "␣"  # how the pad symbol appears in confusions
 TOP = 10  # confusions reported
@@ -33,7 +33,8 @@ def load_rows(data, split: str = "val") -> list[tuple[str, object, str]]:
 
 
 def evaluate(predictor, rows) -> dict:
-    """Metrics of `predictor` on (name, RGB, label) rows; char_acc counts every position up to max_len."""
+    """Metrics of `predictor` on (name, RGB, label) rows; char_acc counts every position up to max_len.
+    A reading longer than max_len (its last index OVERFLOW) is wrong, and confused with MORE at its last position."""
     if not rows:
         raise UserError("nothing to evaluate: no labelled images")
     charset, max_len = predictor.charset, predictor.max_len
@@ -44,7 +45,7 @@ def evaluate(predictor, rows) -> dict:
     full, chars = match_counts(pred, target)
     wrong = pred != target
     counts = Counter(zip(target[wrong].tolist(), pred[wrong].tolist()))
-    show = lambda i: SHOW_PAD if i == 0 else charset[i]
+    show = lambda i: SHOW_PAD if i == 0 else MORE if i == OVERFLOW else charset[i]
     top = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:TOP]
     n = len(rows)
     return dict(full_match=full.item() / n, char_acc=chars.item() / (n * max_len), n=n,

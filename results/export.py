@@ -39,7 +39,6 @@ from trainable.loss import decode_indices
 from trainable.preprocess import to_model_input
 
 META_FILE = "captcha_tune.json"
-FIXED_SIZE = (60, 160)  # height, width of the synthetic captchas: the input size if dynamic shapes fail
 USAGE = ("logits, indices = torch.export.load(path, extra_files={'captcha_tune.json': ''}).module()(rgb) with rgb uint8 [B, H, W, 3]; "
          "text = ''.join(charset[i] for i in indices[b]).replace(' ', '')")
 
@@ -70,17 +69,22 @@ def describe(state: dict, origin: dict | None = None) -> dict:
     )
 
 
-def export_program(wrapper: RawImageModel) -> tuple[torch.export.ExportedProgram, dict]:
-    """(program, input description): batch, height and width dynamic; a fixed 60x160 input if that fails."""
-    example = torch.zeros(2, *FIXED_SIZE, 3, dtype=torch.uint8)
+def export_program(wrapper: nn.Module, size: tuple[int, int]) -> tuple[torch.export.ExportedProgram, dict]:
+    """(program, input description): batch, height and width dynamic, traced at `size` (height, width), the model's
+    recorded input size; if dynamic sizes fail, that size only; if that fails too, a one-line UserError."""
+    example = torch.zeros(2, *size, 3, dtype=torch.uint8)
     batch, height, width = (torch.export.Dim(name, min=1, max=1 << 16) for name in ("batch", "height", "width"))
     try:
         ep = torch.export.export(wrapper, (example,), dynamic_shapes={"rgb": {0: batch, 1: height, 2: width}})
         return ep, dict(layout="uint8 RGB [B, H, W, 3]", dynamic_size=True)
-    except Exception as e:  # exporter errors come in several types; fall back to the one size we know
+    except Exception as e:  # the exporter's errors come in many types; each is a reason to try the one size the model records
+        why = f"{type(e).__name__}: {(str(e).strip().splitlines() or [''])[0]}"
+    try:
         ep = torch.export.export(wrapper, (example,), dynamic_shapes={"rgb": {0: batch}})
-        return ep, dict(layout=f"uint8 RGB [B, {FIXED_SIZE[0]}, {FIXED_SIZE[1]}, 3]", dynamic_size=False,
-                        height=FIXED_SIZE[0], width=FIXED_SIZE[1], why_fixed=f"{type(e).__name__}: {(str(e).splitlines() or [''])[0]}")
+    except Exception as e:
+        raise UserError(f"torch.export failed for any image size ({why}) and for {size[1]}x{size[0]} "
+                        f"({type(e).__name__}: {(str(e).strip().splitlines() or [''])[0]})") from None
+    return ep, dict(layout=f"uint8 RGB [B, {size[0]}, {size[1]}, 3]", dynamic_size=False, height=size[0], width=size[1], why_fixed=why)
 
 
 def export_model(checkpoint_file, out, origin: dict | None = None) -> Path:
@@ -90,7 +94,8 @@ def export_model(checkpoint_file, out, origin: dict | None = None) -> Path:
         raise UserError(f"{out} is a folder; give the file to write, e.g. {out / 'model.pt2'}")
     model, state = load_model(checkpoint_file)
     cfg = state["config"]
-    ep, input_spec = export_program(RawImageModel(model, cfg["img_height"], cfg["img_width"], state["max_len"]).eval())
+    ep, input_spec = export_program(RawImageModel(model, cfg["img_height"], cfg["img_width"], state["max_len"]).eval(),
+                                    (cfg["img_height"], cfg["img_width"]))
     meta = dict(describe(state, origin), input=input_spec, checkpoint=str(checkpoint_file))
     return save_program(ep, meta, out)
 

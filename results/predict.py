@@ -15,10 +15,12 @@ from results.export import META_FILE, RawImageModel, describe
 from trainable.charset import decode
 from trainable.errors import UserError
 from trainable.importer import IMAGE_EXTS
+from trainable.loss import OVERFLOW
 from trainable.preprocess import decode_image
 from trainable.storage import is_uri
 
 BATCH = 256  # images per forward pass
+MORE = "…"  # ends the text of a reading longer than max_len
 EXPECTED = "expected a .pt2 from `captcha-tune export`, a checkpoint, a run folder or a sweep folder"
 # 'A op B' with an optional '=' or '=?' after it: the arithmetic captchas of the mixed spec
 QUESTION = re.compile(r"(\d{1,9})([+\-*])(\d{1,9})(?:=\??)?")
@@ -61,7 +63,13 @@ class Predictor:
         return self.outputs(rgb_list)[1]
 
     def predict(self, rgb_list) -> list[str]:
-        return [decode(row, self.charset) for row in self.indices(rgb_list)]
+        return [text(row, self.charset) for row in self.indices(rgb_list)]
+
+
+def text(indices, charset: str) -> str:
+    """Decoded indices -> text; a CTC reading longer than max_len (an OVERFLOW index) ends in MORE."""
+    row = [int(i) for i in indices]
+    return decode([i for i in row if i != OVERFLOW], charset) + (MORE if OVERFLOW in row else "")
 
 
 def as_rgb(a) -> np.ndarray:

@@ -10,7 +10,7 @@ import sys
 import pytest
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
-os.environ.setdefault("RAY_ADDRESS", "")  # tests never join a stray cluster
+os.environ["RAY_ADDRESS"] = ""  # tests never join a stray cluster, even from a shell that exported one
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 # A model and budget that learn something on 2 CPU cores within seconds.

@@ -78,7 +78,9 @@ def test_gpu_train_runs_both_configs_and_scores_the_exported_model(tmp_path):
     assert set(r["runs"]) == {"reference", "ctc"} and r["runs"]["ctc"]["config"]["head"] == "ctc"
     for run in r["runs"].values():
         assert run["curve"][-1]["step"] == run["config"]["max_steps"] >= 20
-        assert 0 <= run["test"]["val-00000"]["full_match"] <= 1 and run["test"]["val-00000"]["n"] == 30
+        # the exported .pt2 on the validation file reads as the final model did in training's last evaluation
+        assert run["test"]["val-00000"]["n"] == 30 and run["test"]["val-00000"]["full_match"] == run["curve"][-1]["val_full_match"]
+        assert run["test"]["val-00000"]["char_acc"] == pytest.approx(run["curve"][-1]["val_char_acc"], abs=1e-9)
     assert (tmp_path / "gpu_train.png").stat().st_size > 0
     assert set(r["share"]) == {"1", "2"} and [len(s["trials"]) for s in r["share"].values()] == [1, 2]
     for s in r["share"].values():
@@ -106,7 +108,11 @@ def test_bench_loop_feeds_each_image_once_an_epoch_and_evaluates_on_schedule():
     targets = np.random.default_rng(1).integers(1, 11, (8, 4))
     feed = resident(torch.from_numpy(images)[:, None], torch.from_numpy(targets), cfg.batch_size)
     model, _, curve = train_loop(cfg, dict(charset="_0123456789", max_len=4), feed, images, targets, torch.device("cpu"))
-    assert [p["step"] for p in curve] == [2, 4, 5] and all(p["images_per_s"] > 0 and 0 <= p["val_full_match"] <= 1 for p in curve)
+    assert [p["step"] for p in curve] == [2, 4, 5] and all(p["images_per_s"] > 0 for p in curve)
+    from trainable.step import evaluate
+
+    final = evaluate(model, images, targets, cfg, torch.device("cpu"))  # the last point measures the returned model
+    assert {k: curve[-1][k] for k in final} == final
     assert curve[0]["seconds"] < curve[1]["seconds"] < curve[2]["seconds"] and model.training
 
 

@@ -1,10 +1,10 @@
-"""Top-k ensemble against averaging in Python as reference: `captcha-tune export EXP --top-k 3` picks the sweep's
+"""Top-k ensemble against its rule computed in Python as reference: `captcha-tune export EXP --top-k 3` picks the sweep's
 best 3 finished trials with a checkpoint (by best val_score; a running trial and a deleted checkpoint are
-skipped) and writes one .pt2 that, in a fresh Python without the project, gives the mean of the members'
-per-position probabilities (multilabel softmax, ctc one-hot of its greedy reading; members of different input
-sizes) and its argmax, on captchas of two sizes; all-ctc members average their per-column softmax and decode
-once; the predictor, evaluate and `evaluate --compare-members` read it (gain = ensemble - best member);
---top-k larger than the finished trials, and members of different charsets, are one-line errors that write nothing.
+skipped) and writes one .pt2 that, in a fresh Python without the project, gives the reading with the highest mean
+member probability (each member's geometric mean per emitted symbol, whatever its head; members of different
+input sizes) on captchas of two sizes; all-ctc members pick the reading they agree on; the predictor, evaluate
+and `evaluate --compare-members` read it (gain = ensemble - best member); --top-k larger than the finished
+trials, and members of different charsets, are one-line errors that write nothing.
 No Ray: checkpoints are built directly and the sweep's tables are served by a stub of results.experiment.load."""
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from test_export import CFG, CHARSET, MAX_LEN, NO_PROJECT, render, rgbs, write_p
 from trainable import checkpoint
 from trainable.charset import encode
 from trainable.errors import UserError
+from trainable.loss import OVERFLOW, decode_indices
 from trainable.model import build_model
 from trainable.preprocess import decode_image, to_model_input
 from trainable.step import train_step
@@ -123,13 +124,15 @@ def reference(names, ckpts, rgb: torch.Tensor) -> tuple[torch.Tensor, torch.Tens
         model, state = checkpoint.load_model(ckpts[name])
         with torch.no_grad():
             logits = model(to_model_input(rgb, state["config"]["img_height"], state["config"]["img_width"]))[0]
+        path, p = logits.argmax(-1).tolist(), logits.softmax(-1).max(-1).values.tolist()
         if state["config"]["head"] == "ctc":
-            path = logits.argmax(-1).tolist()
-            symbols = [c for t, c in enumerate(path) if c != 0 and (t == 0 or c != path[t - 1])][:MAX_LEN]
-            indices = symbols + [0] * (MAX_LEN - len(symbols))
+            emitted = [t for t, c in enumerate(path) if c != 0 and (t == 0 or c != path[t - 1])]
+            symbols = [path[t] for t in emitted]
+            indices = symbols[:MAX_LEN] + [0] * (MAX_LEN - len(symbols)) if len(symbols) <= MAX_LEN else symbols[: MAX_LEN - 1] + [OVERFLOW]
         else:
-            indices = logits.argmax(-1).tolist()
-        readings.append((indices, math.prod(logits.softmax(-1).max(-1).values.tolist())))
+            emitted, indices = [t for t, c in enumerate(path) if c != 0], path
+        steps = emitted or range(len(path))  # per emitted symbol; every step when it read nothing
+        readings.append((indices, math.prod(p[t] for t in steps) ** (1 / len(steps))))
     means = [sum(p for r, p in readings if r == mine) / len(readings) for mine, _ in readings]
     best = means.index(max(means))  # the first maximum: the better-ranked member on a tie
     return torch.tensor(means[best]), torch.tensor(readings[best][0])
@@ -222,3 +225,27 @@ def test_members_must_share_charset(ckpts, captchas, tmp_path):
     with pytest.raises(UserError, match="must share charset: other has") as e:
         ensemble.export_ensemble(members, tmp_path / "ens.pt2")
     assert "\n" not in str(e.value) and not (tmp_path / "ens.pt2").exists()
+
+
+
+def logits_of(path: list[int], p: float, n_symbols: int = 6) -> torch.Tensor:
+    """[1, T, C] logits whose softmax puts `p` on path[t] at each step t and spreads the rest evenly."""
+    probs = torch.full((len(path), n_symbols), (1 - p) / (n_symbols - 1))
+    probs[range(len(path)), path] = p
+    return probs.log()[None]
+
+
+def test_member_probability_is_per_emitted_symbol_whatever_the_head():
+    """The same reading 'ABCD' held at 0.9 a symbol: a multilabel member (4 positions) and ctc members of 9 and
+    25 columns get 0.9 each, where the product over every step gave 0.66, 0.31 and 0.0086."""
+    ml = logits_of([1, 2, 3, 4], 0.9)
+    ctc_short = torch.cat([logits_of([1, 0, 2, 0, 3, 0, 4], 0.9), logits_of([0, 0], 0.8)], 1)
+    ctc_long = torch.cat([logits_of([1, 0, 2, 0, 3, 0, 4], 0.9), logits_of([0] * 18, 0.8)], 1)
+    for logits, head in ((ml, "multilabel"), (ctc_short, "ctc"), (ctc_long, "ctc")):
+        assert decode_indices(logits, head, 4).tolist() == [[1, 2, 3, 4]]
+        assert ensemble.per_symbol(logits, head).item() == pytest.approx(0.9, rel=1e-6)
+    product = [l.log_softmax(-1).amax(-1).sum(-1).exp().item() for l in (ml, ctc_short, ctc_long)]
+    assert product == pytest.approx([0.9**4, 0.9**7 * 0.8**2, 0.9**7 * 0.8**18], rel=1e-5)
+    # a ctc run of one symbol over 3 columns counts its first column; a reading of nothing, every step
+    assert ensemble.per_symbol(logits_of([1, 1, 1, 0], 0.5), "ctc").item() == pytest.approx(0.5, rel=1e-6)
+    assert ensemble.per_symbol(torch.cat([logits_of([0, 0], 0.5), logits_of([0, 0], 0.8)], 1), "ctc").item() == pytest.approx((0.5**2 * 0.8**2) ** 0.25, rel=1e-6)

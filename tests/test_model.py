@@ -10,7 +10,7 @@ from trainable.charset import FULL_CHARSET, LabelError, decode, encode
 from trainable.config import TrainConfig
 from trainable.augment import augment
 from trainable.config import input_shape
-from trainable.loss import compute_loss, ctc_greedy, ctc_loss, decode_indices, focal_loss, match_counts, softmax_ce_loss
+from trainable.loss import OVERFLOW, compute_loss, ctc_greedy, ctc_loss, decode_indices, focal_loss, match_counts, softmax_ce_loss
 from trainable.model import CaptchaCNN, CaptchaCRNN, build_model
 from trainable.schedule import lr_at
 
@@ -91,7 +91,7 @@ def test_ctc_loss_matches_torch_on_a_hand_made_case():
 def test_greedy_decoding_collapses_repeats_and_drops_blanks():
     path = torch.tensor([[0, 3, 3, 0, 3, 5, 5, 0, 0, 2], [4, 4, 4, 4, 0, 0, 0, 0, 0, 0], [1, 2, 1, 2, 1, 2, 1, 0, 0, 0]])
     decoded = ctc_greedy(F.one_hot(path, 6).float(), max_len=4)
-    assert decoded.tolist() == [[3, 3, 5, 2], [4, 0, 0, 0], [1, 2, 1, 2]]  # the last: 7 symbols, cut at max_len
+    assert decoded.tolist() == [[3, 3, 5, 2], [4, 0, 0, 0], [1, 2, 1, OVERFLOW]]  # the last: 7 symbols, more than max_len
 
 
 def test_both_heads_give_max_len_indices_and_train():

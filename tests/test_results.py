@@ -111,4 +111,8 @@ def test_retrain_resumes_after_sigint_and_is_at_least_as_good(exp, easy_data, tm
     assert summary["final_metrics"]["step"] == cfg["max_steps"] == cycle_end(steps, cfg["warmup_steps"], cfg["cosine_period"], cfg["cosine_mult"]) >= steps
     assert summary["ended"]["kind"] == "cap"
     assert summary["best_metrics"]["val_full_match"] >= summary["sweep_best"]["val_full_match"]
-    assert os.path.exists(summary["model"]) and 0 <= summary["test"]["full_match"] <= 1
+    from results.evaluate import evaluate, load_rows
+    from results.predict import load_predictor
+
+    m = evaluate(load_predictor(summary["model"]), load_rows(os.path.join(easy_data, "val-00000.parquet")))
+    assert summary["test"] == dict(full_match=m["full_match"], char_acc=m["char_acc"], n=m["n"], file="val-00000.parquet")

@@ -4,6 +4,7 @@ impossible requests refused."""
 import os
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import ray.cloudpickle
@@ -36,24 +37,31 @@ def sweep(tmp_path, data, name, n, base=None, overrides=None, **kw):
     return run_sweep(s, TrainConfig(**{**TINY, **(base or {})}), overrides)
 
 
-def train_fn_dies_once(config: dict):
-    """The real per-worker loop, except that on a fresh start rank 0 dies (as a killed process would) 3 s after its
-    first checkpointed report: Train, which collects reports every 2 s, has registered that checkpoint by then."""
-    fresh, report = ray.train.get_checkpoint() is None, ray.train.report
+def dies_once(snapshot: Path):
+    """The real per-worker loop, except that on a fresh start rank 0 dies (as a killed process would) once Train has
+    registered its first checkpoint (named in the run's `snapshot` file, checkpoint_manager_snapshot.json)."""
 
-    def report_then_die(metrics, checkpoint=None, **kw):
-        report(metrics, checkpoint=checkpoint, **kw)
-        if fresh and checkpoint is not None:  # only rank 0 reports a checkpoint
-            time.sleep(3)
-            os._exit(17)
+    def train_fn(config: dict):
+        fresh, report = ray.train.get_checkpoint() is None, ray.train.report
 
-    ray.train.report = report_then_die  # this worker process's own ray.train, which train_fn_per_worker calls
-    return train_fn_per_worker(config)
+        def report_then_die(metrics, checkpoint=None, **kw):
+            report(metrics, checkpoint=checkpoint, **kw)
+            if fresh and checkpoint is not None:  # only rank 0 reports a checkpoint
+                deadline = time.time() + 120
+                while not (snapshot.exists() and "checkpoint_" in snapshot.read_text()):
+                    assert time.time() < deadline, f"Train never registered the checkpoint in {snapshot}"
+                    time.sleep(0.1)
+                os._exit(17)
+
+        ray.train.report = report_then_die  # this worker process's own ray.train, which train_fn_per_worker calls
+        return train_fn_per_worker(config)
+
+    return train_fn
 
 
 def test_worker_failure_is_retried_from_checkpoint(easy_data, tmp_path):
     run = RunSettings(workers=2, storage=str(tmp_path), name="fault")
-    summary = run_training(TrainConfig(**TINY, data_dir=easy_data), run, train_fn=train_fn_dies_once)
+    summary = run_training(TrainConfig(**TINY, data_dir=easy_data), run, train_fn=dies_once(tmp_path / "fault" / "checkpoint_manager_snapshot.json"))
     # the group restarted from the checkpoint of the first evaluation, not from zero, and finished
     assert summary["final_metrics"]["start_step"] == TINY["eval_every"]
     assert summary["final_metrics"]["step"] == TINY["max_steps"] and summary["best_checkpoint"]

@@ -85,3 +85,69 @@ def test_impossible_worker_request_fails_fast(easy_data, tmp_path):
 def test_missing_dataset_is_one_line(tmp_path):
     proc = cli("train", "--data-dir", tmp_path / "nope", "--storage", tmp_path, check=False)
     assert proc.returncode == 2 and "not a dataset" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def overflow_logits(label: list[int], n_symbols: int) -> torch.Tensor:
+    """Per-column CTC logits [1, T, C] whose greedy reading is `label` and then one more symbol (a blank between each)."""
+    path = [i for s in [*label, label[0]] for i in (s, 0)]
+    return torch.nn.functional.one_hot(torch.tensor([path]), n_symbols).float() * 10
+
+
+def test_a_ctc_reading_longer_than_max_len_is_not_a_full_match():
+    from trainable.loss import OVERFLOW, ctc_greedy
+
+    label = [1, 2, 3, 4, 5, 6, 7]  # max_len symbols
+    logits = overflow_logits(label, 10)
+    assert ctc_greedy(logits, 7).tolist() == [[1, 2, 3, 4, 5, 6, OVERFLOW]]
+    assert ctc_greedy(logits[:, :-2], 7).tolist() == [label]  # without the extra glyph: the label itself
+
+    class Fixed(torch.nn.Module):  # a "model" that reads the same columns for every image
+        def __init__(self, logits):
+            super().__init__()
+            self.logits = logits
+
+        def forward(self, x):
+            return self.logits.expand(len(x), -1, -1)
+
+    cfg = TrainConfig(head="ctc")
+    images, targets = torch.zeros(3, 32, 96, dtype=torch.uint8).numpy(), torch.tensor([label] * 3).numpy()
+    assert evaluate(Fixed(logits), images, targets, cfg, torch.device("cpu"))["val_full_match"] == 0.0
+    right = evaluate(Fixed(logits[:, :-2]), images, targets, cfg, torch.device("cpu"))
+    assert right["val_full_match"] == 1.0 and right["val_char_acc"] == 1.0
+
+
+def test_evaluate_and_predict_count_an_overlong_reading_as_wrong():
+    import numpy as np
+
+    from results.evaluate import evaluate as evaluate_predictor
+    from results.predict import MORE, Predictor
+    from trainable.loss import ctc_greedy
+
+    charset, label = " ABCDEFGHIJ", "ABCDEFG"
+    logits = overflow_logits([charset.index(c) for c in label], len(charset))
+    predictor = Predictor(lambda rgb: (logits.expand(len(rgb), -1, -1), ctc_greedy(logits, 7).expand(len(rgb), -1)), charset, 7, {})
+    rows = [(f"r{i}", np.zeros((60, 160, 3), np.uint8), label) for i in range(2)]
+    m = evaluate_predictor(predictor, rows)
+    assert m["full_match"] == 0.0 and m["char_acc"] == 6 / 7 and m["confusions"] == [("G", MORE, 2)]
+    assert predictor.predict([rgb for _, rgb, _ in rows]) == ["ABCDEF" + MORE] * 2
+
+
+def test_resuming_with_other_settings_is_one_line(tmp_path):
+    """`train --name` over a run that recorded its settings: another learning rate stops before Ray, in one line."""
+    from captcha_tune.commands.train import SETTINGS_FILE, check_same_run, run_settings
+    from trainable.data import generate
+
+    data = generate("easy", 20, tmp_path / "data", seed=0, processes=1)
+    cfg = TrainConfig(data_dir=str(data), **TINY)
+    run_dir = tmp_path / "runs" / "run"
+    run_dir.mkdir(parents=True)
+    (run_dir / SETTINGS_FILE).write_text(json.dumps(run_settings(cfg, 2)))
+    check_same_run(str(run_dir), run_settings(cfg, 2))  # the same run resumes ...
+    check_same_run(str(run_dir), run_settings(cfg.replace(max_steps=400), 2))  # ... and may train further
+    proc = cli("train", "--data-dir", data, "--workers", 2, "--storage", tmp_path / "runs", "--name", "run",
+               *flags({**TINY, "peak_lr": 0.5}), check=False, timeout=120)
+    err = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(err) == 1, proc.stderr
+    assert err[0] == (f"error: {run_dir} ran with --peak-lr {cfg.peak_lr}, not 0.5; resume with the same flags (only --max-steps may change) or pick a new --name")
+    proc = cli("train", "--data-dir", data, "--workers", 1, "--storage", tmp_path / "runs", "--name", "run", *flags(TINY), check=False, timeout=120)
+    assert proc.returncode == 2 and "ran with --workers 2, not 1" in proc.stderr

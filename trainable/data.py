@@ -3,16 +3,20 @@
     DIR/meta.json              charset, max_len, spec, row counts
     DIR/train-00000.parquet    columns: image (PNG bytes), label, kind
     DIR/val-00000.parquet
-    DIR/cache/train-48x128.npy decoded grayscale uint8, made once, memory-mapped by every worker
+    DIR/cache/KEY/train-48x128.npy decoded grayscale uint8, made once, memory-mapped by every worker;
+                               KEY hashes meta.json (a fresh id per write) and the shards' names, sizes and mtimes
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import random
+import shutil
 import string
 import time
+import uuid
 from multiprocessing import Pool
 from pathlib import Path
 
@@ -97,16 +101,21 @@ def _png(im) -> bytes:
 
 # ---------------------------------------------------------------- writing
 def write_dataset(out, rows: dict[str, list[tuple[bytes, str, str]]], charset: str, max_len: int, **info) -> Path:
-    """Write splits of (png, label, kind) rows as Parquet shards plus meta.json."""
+    """Write splits of (png, label, kind) rows as Parquet shards plus meta.json (with a fresh id), replacing
+    a dataset already in `out`: its shards of these splits and its decoded cache are deleted first."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    (out / "meta.json").unlink(missing_ok=True)  # a write cut short leaves no dataset rather than a mixed one
+    shutil.rmtree(out / "cache", ignore_errors=True)
+    for old in [f for split in rows for f in out.glob(f"{split}-*.parquet")]:
+        old.unlink()
     for split, items in rows.items():
         for k in range(0, max(len(items), 1), SHARD_ROWS):
             chunk = items[k : k + SHARD_ROWS]
             table = pa.table({name: [r[i] for r in chunk] for i, name in enumerate(("image", "label", "kind"))},
                              schema=pa.schema([("image", pa.binary()), ("label", pa.string()), ("kind", pa.string())]))
             pq.write_table(table, out / f"{split}-{k // SHARD_ROWS:05d}.parquet")
-    meta = dict(charset=charset, max_len=max_len, counts={s: len(r) for s, r in rows.items()}, **info)
+    meta = dict(charset=charset, max_len=max_len, counts={s: len(r) for s, r in rows.items()}, id=uuid.uuid4().hex, **info)
     (out / "meta.json").write_text(json.dumps(meta, indent=2))
     return out
 
@@ -160,6 +169,15 @@ def split_files(data_dir, split: str) -> list[Path]:
     return files
 
 
+def content_key(data_dir, files) -> str:
+    """12 hex digits naming what a split's cache was decoded from: meta.json's bytes and each shard's name, size, mtime."""
+    h = hashlib.sha256((Path(data_dir) / "meta.json").read_bytes())
+    for f in files:
+        st = Path(f).stat()
+        h.update(f"{Path(f).name} {st.st_size} {st.st_mtime_ns}\n".encode())
+    return h.hexdigest()[:12]
+
+
 def _cached(path: Path, make) -> np.ndarray:
     """np.load(mmap) of `path`, made once by whoever gets the lock first (workers share one copy)."""
     from filelock import FileLock
@@ -206,7 +224,7 @@ def load_split(data_dir, split: str, height: int, width: int, processes: int = 1
     data_dir = local_copy(data_dir, os.path.join(tempfile.gettempdir(), "captcha-tune-data"))
     meta = read_meta(data_dir)
     files = split_files(data_dir, split)
-    cache = Path(data_dir) / "cache"
+    cache = Path(data_dir) / "cache" / content_key(data_dir, files)
     images = _cached(cache / f"{split}-{height}x{width}.npy",
                      lambda: decode_files(files, height, width, processes))
     targets = _cached(cache / f"{split}-targets.npy",

@@ -37,18 +37,34 @@ def ctc_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return F.ctc_loss(log_probs, target, input_lengths, target_lengths, blank=0, reduction="mean", zero_infinity=True)
 
 
+OVERFLOW = -1  # the last index of a CTC reading longer than max_len: it matches no label, so that reading counts as wrong
+
+
 def ctc_greedy(logits: torch.Tensor, max_len: int) -> torch.Tensor:
     """Best path decoding: argmax per column, collapse repeats, drop blanks -> indices [B, max_len], pad-filled.
 
-    Written with tensor ops only (cumsum + scatter) so that torch.export keeps it inside the model.
+    A reading of more than max_len symbols ends in OVERFLOW instead of being cut to max_len (which could
+    turn an extra glyph into a full match). Written with tensor ops only (cumsum + scatter) so that
+    torch.export keeps it inside the model.
     """
     best = logits.argmax(-1)  # [B, T]
-    previous = torch.cat([torch.zeros_like(best[:, :1]), best[:, :-1]], dim=1)
-    keep = (best != 0) & (best != previous)
+    keep = emitting_steps(logits, "ctc")
     slot = torch.where(keep, keep.long().cumsum(1) - 1, torch.full_like(best, max_len)).clamp(max=max_len)
     out = torch.zeros(best.shape[0], max_len + 1, dtype=best.dtype, device=best.device)
     out = out.scatter(1, slot, torch.where(keep, best, torch.zeros_like(best)))  # overflow lands in the last column
-    return out[:, :max_len]
+    too_long = keep.sum(1) > max_len
+    last = torch.where(too_long, torch.full_like(out[:, 0], OVERFLOW), out[:, max_len - 1])
+    return torch.cat([out[:, : max_len - 1], last[:, None]], dim=1)
+
+
+def emitting_steps(logits: torch.Tensor, head: str) -> torch.Tensor:
+    """bool [B, T]: the steps whose argmax is a symbol of the reading (ctc: the first column of a run of one
+    symbol; multilabel: a position that is not a pad)."""
+    best = logits.argmax(-1)
+    if head != "ctc":
+        return best != 0
+    previous = torch.cat([torch.zeros_like(best[:, :1]), best[:, :-1]], dim=1)
+    return (best != 0) & (best != previous)
 
 
 def decode_indices(logits: torch.Tensor, head: str, max_len: int) -> torch.Tensor:
@@ -66,6 +82,7 @@ def compute_loss(logits, target, cfg) -> torch.Tensor:
 
 
 def match_counts(indices: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(number of fully right labels, number of right characters) in the batch, from decoded indices [B, L]."""
+    """(number of fully right labels, number of right characters) in the batch, from decoded indices [B, L]
+    (an OVERFLOW index matches nothing)."""
     right = indices == target
     return right.all(dim=1).sum(), right.sum()

@@ -5,6 +5,10 @@ from __future__ import annotations
 import json
 
 from trainable.config import SMOKE, add_arguments, from_arguments
+from trainable.errors import UserError
+
+SETTINGS_FILE = "train.json"  # in the run folder: the settings a resume must repeat
+CHANGEABLE = ("max_steps",)  # a resume may train further
 
 
 def register(sub) -> None:
@@ -36,12 +40,36 @@ def run(args) -> None:
         cfg = from_arguments(args, {**(SMOKE if args.smoke else {}), **shape}).replace(init_from=folder)
         transfer.check(cfg, meta)
     uri = args.mlflow and tracking.check(args.mlflow)  # ... and on a bad tracking URI
+    run_dir, settings = storage.join(storage.normalize(args.storage), args.name), run_settings(cfg, args.workers)
+    check_same_run(run_dir, settings)  # ... and on a resume that asks for another run
     init_ray()
     check_fits(args.workers, args.cpus_per_worker, args.gpus_per_worker)
+    storage.write_text(storage.join(run_dir, SETTINGS_FILE), json.dumps(settings, indent=2))
     run = RunSettings(workers=args.workers, gpus_per_worker=args.gpus_per_worker, cpus_per_worker=args.cpus_per_worker,
                       storage=args.storage, name=args.name)
-    with tracking.train_run(uri, "train", args.name, storage.join(storage.normalize(args.storage), args.name)) as logs:
+    with tracking.train_run(uri, "train", args.name, run_dir) as logs:
         summary = run_training(cfg, run, callbacks=[Progress(cfg.max_steps), *logs])
     m = summary["best_metrics"]
     print(f"best val_full_match {m.get('val_full_match', 0):.4f} at step {m.get('step')}; checkpoint {summary['best_checkpoint']}")
     print(json.dumps({k: summary["final_metrics"].get(k) for k in ("step", "val_full_match", "val_char_acc", "val_loss")}))
+
+
+def run_settings(cfg, workers: int) -> dict:
+    """What a run is: its training config (data_dir as an absolute path or URI) and its number of DDP workers."""
+    from trainable import storage
+
+    return {**cfg.to_dict(), "data_dir": storage.normalize(cfg.data_dir), "workers": workers}
+
+
+def check_same_run(run_dir: str, settings: dict) -> None:
+    """A `train --name` that resumes must ask for the run that ran: one line naming the first setting that differs."""
+    from trainable import storage
+
+    path = storage.join(run_dir, SETTINGS_FILE)
+    if not storage.exists(path):
+        return
+    was = json.loads(storage.read_text(path))
+    for name, now in settings.items():
+        if name not in CHANGEABLE and name in was and json.loads(json.dumps(now)) != was[name]:
+            raise UserError(f"{run_dir} ran with --{name.replace('_', '-')} {was[name]}, not {now}; "
+                            "resume with the same flags (only --max-steps may change) or pick a new --name")
