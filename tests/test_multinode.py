@@ -164,10 +164,10 @@ def test_results_and_export_read_the_bucket_without_a_cluster(sweep, easy_data, 
     model = tmp_path / "model.pt2"
     said = cli("export", sweep, "--out", model).stdout
     assert model.exists() and f"chose s3://{BUCKET}/exp/mn/train/" in said
-    from results.experiment import best_in_hindsight
+    from results.checkpoints import best
     from results.predict import load_predictor, read_images
 
-    ckpt, origin = best_in_hindsight(sweep)
+    ckpt, origin = best(sweep)
     exported = load_predictor(model)
     assert exported.origin["origin"]["trial_id"] == origin["trial_id"] and exported.origin["checkpoint"] == ckpt
     images = [r[1] for r in read_images([os.path.join(easy_data, "val-00000.parquet")])[:16]]

@@ -14,7 +14,8 @@ import time
 import pandas as pd
 
 from conftest import TINY, cli
-from results.experiment import best_in_hindsight, leaderboard, load, load_sweep
+from results.checkpoints import best
+from results.experiment import leaderboard, load, load_sweep
 from search import status
 from search.space import REFERENCE
 
@@ -41,7 +42,7 @@ def test_sweep_reference_first_asha_stops_some_checkpoints(exp):
         ckpts = [d for d in os.listdir(os.path.join(exp, "train", tid)) if d.startswith("checkpoint_")]
         assert ckpts, f"trial {tid} has no checkpoint"
     assert len(history) == sum(trials["steps_run"] // TINY["eval_every"])  # one row per report
-    ckpt, origin = best_in_hindsight(exp)
+    ckpt, origin = best(exp)
     assert os.path.exists(ckpt) and origin["val_full_match"] == trials["best_val_full_match"].max()
     board = leaderboard(trials)
     assert board.iloc[0]["best_val_full_match"] == trials["best_val_full_match"].max() and len(board) == 6
@@ -81,7 +82,7 @@ def test_export_matches_checkpoint_standalone(exp, easy_data, tmp_path):
     assert out.exists() and "trial" in said
     from results.predict import load_predictor, read_images
 
-    ckpt, origin = best_in_hindsight(exp)
+    ckpt, origin = best(exp)
     rows = read_images([os.path.join(easy_data, "val-00000.parquet")])[:16]
     images = [r[1] for r in rows]
     assert load_predictor(out).predict(images) == load_predictor(ckpt).predict(images)

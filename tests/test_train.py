@@ -7,6 +7,7 @@ from pathlib import Path
 import torch
 
 from conftest import TINY, cli
+from results import checkpoints
 from trainable import checkpoint
 from trainable.data import load_split
 from trainable.model import build_model
@@ -61,8 +62,8 @@ def test_ctc_head_trains_in_ddp_and_agrees_with_its_export(easy_data, tmp_path):
     state = checkpoint.load(Path(summary["best_checkpoint"]))
     assert state["config"]["head"] == "ctc" and state["config"]["img_width"] == 88  # 160x60 at height 32
     # the run folder, its best checkpoint folder and that folder's checkpoint.pt are one checkpoint
-    file, origin = checkpoint.resolve(tmp_path / "ctc")
-    assert file == checkpoint.resolve(summary["best_checkpoint"])[0] == checkpoint.resolve(file)[0] == f"{summary['best_checkpoint']}/{checkpoint.FILE}"
+    file, origin = checkpoints.resolve(tmp_path / "ctc")
+    assert file == checkpoints.resolve(summary["best_checkpoint"])[0] == checkpoints.resolve(file)[0] == f"{summary['best_checkpoint']}/{checkpoint.FILE}"
     assert origin["run"] == summary["run_path"] and origin["step"] == state["step"]
 
     cli("export", tmp_path / "ctc", "--out", tmp_path / "ctc.pt2")
