@@ -178,4 +178,4 @@ def from_arguments(args, base: dict | None = None, cls=TrainConfig):
         v = getattr(args, f.name, None)
         if v is not None:
             values[f.name] = v
-    return cls.from_dict(values)
+    return cls.from_dict(values) if hasattr(cls, "from_dict") else cls(**values)

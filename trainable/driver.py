@@ -13,7 +13,7 @@ import ray.train
 from ray.train.torch import TorchTrainer
 
 from trainable import storage
-from trainable.config import TrainConfig
+from trainable.config import TrainConfig, setting
 from trainable.metric import METRIC, MODE
 from trainable.worker import DivergedError, train_fn_per_worker
 
@@ -22,13 +22,13 @@ from trainable.worker import DivergedError, train_fn_per_worker
 class RunSettings:
     """Where and on what a training run executes."""
 
-    workers: int = 2  # DDP workers (one process each)
-    gpus_per_worker: float = 0.0  # 0 = CPU training with gloo
-    cpus_per_worker: float = 1.0
-    storage: str = "runs"  # local folder or URI holding run folders
-    name: str = "train"  # run folder name; the same name resumes
-    keep_checkpoints: int = 2  # best N by val_score (trainable/metric.py)
-    max_failures: int = 2  # worker-failure restarts from the last checkpoint
+    workers: int = setting(2, "DDP workers (one process each)")
+    gpus_per_worker: float = setting(0.0, "GPUs per worker (0 = CPU training with gloo)")
+    cpus_per_worker: float = setting(1.0, "CPUs per worker")
+    storage: str = setting("runs", "local folder or URI holding run folders")
+    name: str = setting("train", "run folder name; the same name resumes the run")
+    keep_checkpoints: int = setting(2, "checkpoints kept: the best N by val_score (trainable/metric.py)")
+    max_failures: int = setting(2, "worker-failure restarts from the last checkpoint")
 
 
 def build_trainer(cfg: TrainConfig, run: RunSettings, callbacks=(), train_fn=train_fn_per_worker) -> TorchTrainer:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 from trainable.config import SMOKE, add_arguments, from_arguments
+from trainable.driver import RunSettings
 from trainable.errors import UserError
 
 SETTINGS_FILE = "train.json"  # in the run folder: the settings a resume must repeat
@@ -13,11 +14,7 @@ CHANGEABLE = ("max_steps",)  # a resume may train further
 
 def register(sub) -> None:
     p = sub.add_parser("train", help="train the captcha CNN with N DDP workers on Ray Train")
-    p.add_argument("--workers", type=int, default=2, help="DDP workers (processes)")
-    p.add_argument("--gpus-per-worker", type=float, default=0.0, help="GPUs per worker (0 = CPU, gloo)")
-    p.add_argument("--cpus-per-worker", type=float, default=1.0)
-    p.add_argument("--storage", default="runs", help="folder or URI holding runs")
-    p.add_argument("--name", default="train", help="run name; the same name resumes the run")
+    add_arguments(p, RunSettings)
     p.add_argument("--smoke", action="store_true", help=f"a few-minute CPU run: {SMOKE}")
     p.add_argument("--mlflow", default=None, metavar="URI",
                    help="log the run as an MLflow run (sqlite:///PATH/mlflow.db or http://HOST:PORT), in the experiment 'train'")
@@ -30,7 +27,7 @@ def run(args) -> None:
     from results import tracking, transfer
     from trainable import storage
     from trainable.data import read_meta
-    from trainable.driver import RunSettings, run_training
+    from trainable.driver import run_training
     from trainable.progress import Progress
 
     cfg = from_arguments(args, SMOKE if args.smoke else None)
@@ -40,15 +37,14 @@ def run(args) -> None:
         cfg = from_arguments(args, {**(SMOKE if args.smoke else {}), **shape}).replace(init_from=folder)
         transfer.check(cfg, meta)
     uri = args.mlflow and tracking.check(args.mlflow)  # ... and on a bad tracking URI
-    run_dir, settings = storage.join(storage.normalize(args.storage), args.name), run_settings(cfg, args.workers)
+    run = from_arguments(args, cls=RunSettings)
+    run_dir, settings = storage.join(storage.normalize(run.storage), run.name), run_settings(cfg, run.workers)
     check_same_run(run_dir, settings)  # ... and on a resume that asks for another run
     init_ray()
-    check_fits(args.workers, args.cpus_per_worker, args.gpus_per_worker)
+    check_fits(run.workers, run.cpus_per_worker, run.gpus_per_worker)
     storage.write_text(storage.join(run_dir, SETTINGS_FILE), json.dumps(settings, indent=2))
-    run = RunSettings(workers=args.workers, gpus_per_worker=args.gpus_per_worker, cpus_per_worker=args.cpus_per_worker,
-                      storage=args.storage, name=args.name)
-    with tracking.train_run(uri, "train", args.name, run_dir) as logs:
-        summary = run_training(cfg, run, callbacks=[Progress(cfg.max_steps), *logs])
+    with tracking.train_run(uri, "train", run.name, run_dir) as logs:
+        summary = run_training(cfg, run, callbacks=[Progress(cfg.max_steps, storage.join(run_dir, "history.jsonl")), *logs])
     m = summary["best_metrics"]
     print(f"best val_full_match {m.get('val_full_match', 0):.4f} at step {m.get('step')}; checkpoint {summary['best_checkpoint']}")
     print(json.dumps({k: summary["final_metrics"].get(k) for k in ("step", "val_full_match", "val_char_acc", "val_loss")}))
