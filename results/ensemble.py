@@ -48,7 +48,7 @@ class EnsembleModel(nn.Module):
         super().__init__()
         self.models = nn.ModuleList([m for m, _, _ in members])
         self.sizes = [(h, w) for _, h, w in members]
-        self.heads = [getattr(m, "head_kind", "multilabel") for m, _, _ in members]
+        self.heads = [m.head_kind for m, _, _ in members]
         self.max_len = max_len
         self.combine = COMBINE
 
@@ -126,7 +126,7 @@ def export_ensemble(members: list[tuple[str, dict]], out, source: str | None = N
     ep, input_spec = export_program(wrapper.eval(), wrapper.sizes[0])  # the best member's input size, if one size it must be
     meta = dict(
         ensemble=len(members), combine=wrapper.combine, head="ensemble", charset=first["charset"], max_len=first["max_len"],
-        members=[dict(trial_id=origin.get("trial_id"), checkpoint=str(file), step=s["step"], head=s["config"].get("head", "multilabel"),
+        members=[dict(trial_id=origin.get("trial_id"), checkpoint=str(file), step=s["step"], head=s["config"]["head"],
                       img_height=s["config"]["img_height"], img_width=s["config"]["img_width"],
                       **{m: origin.get(m, s["metrics"].get(m)) for m in (*experiment.METRICS, METRIC)})
                  for (_, s), file, origin in loaded],

@@ -53,7 +53,7 @@ class RawImageModel(nn.Module):
     def __init__(self, model: nn.Module, img_height: int, img_width: int, max_len: int):
         super().__init__()
         self.model, self.img_height, self.img_width, self.max_len = model, img_height, img_width, max_len
-        self.head = getattr(model, "head_kind", "multilabel")
+        self.head = model.head_kind
 
     def forward(self, rgb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         logits = self.model(to_model_input(rgb, self.img_height, self.img_width))
@@ -64,7 +64,7 @@ def describe(state: dict, origin: dict | None = None) -> dict:
     """The metadata of a checkpoint: what the exported file carries, and what a predictor reports."""
     cfg = state["config"]
     return dict(
-        head=cfg.get("head", "multilabel"), charset=state["charset"], max_len=state["max_len"], img_height=cfg["img_height"], img_width=cfg["img_width"],
+        head=cfg["head"], charset=state["charset"], max_len=state["max_len"], img_height=cfg["img_height"], img_width=cfg["img_width"],
         config=cfg, metrics=state["metrics"], step=state["step"], origin=origin or {}, torch=torch.__version__, usage=USAGE,
     )
 

@@ -174,7 +174,7 @@ def test_pt2_reads_captchas_without_the_project(pt2, ckpt_dir, captchas, tmp_pat
     assert proc.stdout.strip() == expected[-1]
 
 
-# ---------------------------------------------------------------- (a') the ctc head, and checkpoints from before heads
+# ---------------------------------------------------------------- (a') the ctc head
 @pytest.mark.parametrize("sequence", ["conv", "transformer"])
 def test_ctc_export_agrees_with_checkpoint(captchas, tmp_path, sequence):
     """A CRNN checkpoint (conv or transformer sequence layer) exports with its greedy CTC decoding inside the program,
@@ -214,21 +214,6 @@ def test_ctc_export_agrees_with_checkpoint(captchas, tmp_path, sequence):
     assert json.loads(proc.stdout)["texts"] == load_predictor(tmp_path / "ckpt").predict(rgbs(items))
 
 
-def test_checkpoint_from_before_heads_still_loads_and_exports(ckpt_dir, tmp_path, captchas):
-    """Checkpoints written before head/depth/block/augment existed hold none of those keys: they are the multilabel CNN."""
-    state = torch.load(ckpt_dir / checkpoint.FILE, weights_only=True)
-    for key in ("head", "depth", "block", "sequence", "seq_hidden", "seq_heads", "augment"):
-        state["config"].pop(key)
-    (tmp_path / "old").mkdir()
-    torch.save(state, tmp_path / "old" / checkpoint.FILE)
-    old, new = load_predictor(tmp_path / "old"), load_predictor(ckpt_dir)
-    images = rgbs(captchas["160x60"])
-    torch.testing.assert_close(old.logits(images), new.logits(images))
-    pt2 = export_model(tmp_path / "old" / checkpoint.FILE, tmp_path / "old.pt2")
-    assert load_predictor(pt2).predict(images) == new.predict(images)
-
-
-# ---------------------------------------------------------------- (c) atomic write
 def test_failed_export_leaves_nothing(ckpt_dir, tmp_path, monkeypatch):
     def broken_save(*args, **kwargs):
         raise OSError("disk full")

@@ -89,25 +89,13 @@ def load(path, map_location="cpu") -> dict:
         found = re.search(r"unsupported global[^\n]*?(?=\.?\n|\.?$)|unsupported operand[^\n]*", str(e), re.IGNORECASE)
         if found and found.group(0).lower().startswith("unsupported global"):
             raise UserError(f"{file} is not a plain captcha-tune checkpoint ({found.group(0)}), so it was not opened "
-                            "(unpickling it could run code); if you trust it (e.g. saved by an older captcha-tune), convert it "
-                            f"once: python -c \"from trainable.checkpoint import convert; convert('{file}')\"") from None
+                            "(unpickling it could run code); only plain checkpoints written by captcha-tune's training load") from None
         why = "not a torch file" if isinstance(e, pickle.UnpicklingError) else str(e).split("\n")[0].split(". ")[0] or "empty"
         raise UserError(f"can't read a captcha-tune checkpoint from {file} ({type(e).__name__}: {why}); {EXPECTED}") from None
     if not isinstance(state, dict) or not set(KEYS) <= state.keys():
         has = sorted(state) if isinstance(state, dict) else type(state).__name__
         raise UserError(f"can't read a captcha-tune checkpoint from {file} (a torch file holding {has}, not {list(KEYS)}); {EXPECTED}")
     return state
-
-
-def convert(file) -> None:
-    """Rewrite a checkpoint you trust (e.g. one saved before checkpoints were plain) so that `load` opens it.
-
-    This unpickles the file in full (weights_only=False), which runs any code inside it: only for your own files.
-    """
-    state = torch.load(file, map_location="cpu", weights_only=False)
-    tmp = f"{file}.tmp"
-    torch.save({k: v if k in ("model", "optimizer") else plain(v) for k, v in state.items()}, tmp)
-    os.replace(tmp, file)
 
 
 def load_model(path_or_state, map_location="cpu"):
