@@ -2,7 +2,7 @@
 
 Members are the K trials of a sweep with the highest best METRIC (trainable/metric.py: val_score, full match
 with ties broken by character accuracy), each at its best checkpoint in hindsight: the ranking
-`results.experiment.best_in_hindsight` uses for the single best. They must share charset and max_len; heads and input sizes may differ, and each
+`results.checkpoints` gives export for the single best. They must share charset and max_len; heads and input sizes may differ, and each
 member's preprocessing (`trainable.preprocess.to_model_input` at its own img_height x img_width) runs
 inside the program, which takes raw uint8 RGB [B, H, W, 3] like a single export.
 
@@ -30,7 +30,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from results import experiment
+from results import checkpoints, experiment
 from results.export import META_FILE, USAGE, export_program, save_program  # noqa: F401 (META_FILE: for readers of this module)
 from trainable import checkpoint, storage
 from trainable.errors import UserError
@@ -75,34 +75,13 @@ def per_symbol(logits: torch.Tensor, head: str) -> torch.Tensor:
     return ((logits.log_softmax(-1).amax(-1) * weight).sum(-1) / weight.sum(-1)).exp()
 
 
-def ranked_checkpoints(exp) -> list[tuple[str, dict]]:
-    """(checkpoint file, origin) of each finished trial with a checkpoint, at its best report, best trial first.
-
-    Finished: every status but running/pending (a diverged trial's checkpoints from before it diverged count).
-    """
-    trials, history = experiment.load(exp)
-    if not len(trials) or "checkpoint_path" not in history:
-        return []
-    done = set(trials.loc[trials["status"].ne("running"), "trial_id"])
-    h = history[history["checkpoint_path"].notna() & history["trial_id"].isin(done)]
-    h = h[[storage.exists(storage.join(p, checkpoint.FILE)) for p in h["checkpoint_path"]]] if len(h) else h
-    h = h[h[METRIC].notna()] if len(h) else h
-    if not len(h):
-        return []
-    best = h.loc[h.groupby("trial_id", sort=True)[METRIC].idxmax()].sort_values(METRIC, ascending=False, kind="stable")
-    return [(storage.join(r["checkpoint_path"], checkpoint.FILE),
-             dict(source=str(exp), trial_id=r["trial_id"], step=int(r["step"]), **{m: float(r[m]) for m in experiment.METRICS if m in r},
-                  **{METRIC: float(r[METRIC])}))
-            for _, r in best.iterrows()]
-
-
 def top_checkpoints(exp, k: int) -> list[tuple[str, dict]]:
-    """The best `k` of `ranked_checkpoints`; a one-line UserError when the sweep has fewer."""
+    """The best `k` finished trials (results.checkpoints.ranked); a one-line UserError when the sweep has fewer."""
     if k < 1:
         raise UserError(f"--top-k must be at least 1, got {k}")
     if not storage.exists(storage.join(storage.normalize(str(exp)), "sweep.json")):
         raise UserError(f"--top-k needs a sweep experiment (a folder with sweep.json); {exp} is not one")
-    ranked = ranked_checkpoints(exp)
+    ranked = checkpoints.ranked(exp, finished=True)
     if k > len(ranked):
         raise UserError(f"--top-k {k}: {exp} has {len(ranked)} finished trial{'s' if len(ranked) != 1 else ''} with a checkpoint; "
                         f"give --top-k {max(1, len(ranked))} or less, or let the sweep run more trials")

@@ -5,7 +5,9 @@ member probability (each member's geometric mean per emitted symbol, whatever it
 input sizes) on captchas of two sizes; all-ctc members pick the reading they agree on; the predictor, evaluate
 and `evaluate --compare-members` read it (gain = ensemble - best member); --top-k larger than the finished
 trials, and members of different charsets, are one-line errors that write nothing.
-No Ray: checkpoints are built directly and the sweep's tables are served by a stub of results.experiment.load."""
+No Ray here: member checkpoints are trained directly into a sweep's layout (EXP/train/<trial>/checkpoint_*, status
+records), read by the same results.checkpoints ranking as export; `--top-k` on the real session sweep (conftest.exp)
+takes the trials that rank best by val_score in its trials table."""
 
 from __future__ import annotations
 
@@ -16,12 +18,11 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
 import torch
 
 from conftest import png_files
-from results import ensemble, experiment
+from results import checkpoints, ensemble
 from results.evaluate import evaluate, load_rows
 from results.predict import load_predictor
 from test_export import CFG, CHARSET, MAX_LEN, NO_PROJECT, render, rgbs, write_parquet
@@ -64,7 +65,7 @@ def captchas() -> dict[str, list[tuple[str, bytes]]]:
     return {"160x60": render(12, 160, 60, seed=0), "200x70": render(4, 200, 70, seed=1)}
 
 
-def train_checkpoint(out: Path, cfg, seed: int, items, charset=CHARSET) -> Path:
+def train_checkpoint(out: Path, cfg, seed: int, items, charset=CHARSET, score: float = 0.0) -> Path:
     """A real checkpoint: 15 Adam steps on the captchas, so the members read differently."""
     torch.manual_seed(seed)
     model = build_model(cfg, len(charset), MAX_LEN)
@@ -74,42 +75,37 @@ def train_checkpoint(out: Path, cfg, seed: int, items, charset=CHARSET) -> Path:
     model.train()
     for _ in range(15):
         train_step(model, optimizer, x, y, cfg, cfg.peak_lr)
-    checkpoint.save(out, model, optimizer, 15, cfg, dict(charset=charset, max_len=MAX_LEN), dict(val_full_match=0.0))
+    checkpoint.save(out, model, optimizer, 15, cfg, dict(charset=charset, max_len=MAX_LEN),
+                    dict(val_full_match=score, val_char_acc=0.6, val_loss=0.5, val_score=score))
     return out
 
 
 @pytest.fixture(scope="module")
-def ckpts(tmp_path_factory, captchas) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("members")
-    return {name: train_checkpoint(root / name, cfg, seed, captchas["160x60"]) for name, (cfg, seed, _, _) in MEMBERS.items()}
-
-
-def sweep_tables(ckpts, gone: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(trials, history) as results.experiment.load gives them: two reports per trial, the later one the best;
-    trial 'gone' has the best score of all but its checkpoint was deleted."""
-    rows = {name: (ckpts[name], score, status) for name, (_, _, score, status) in MEMBERS.items()}
-    rows["gone"] = (gone, 0.99, "completed")
-    trials, history = [], []
-    for name, (path, score, status) in rows.items():
-        trials.append(dict(trial_id=name, status=status, best_val_full_match=score, worker_seconds=20.0))
-        history += [dict(trial_id=name, step=10, val_full_match=score / 2, val_char_acc=0.5, val_loss=1.0, val_score=score / 2, checkpoint_path=str(path)),
-                    dict(trial_id=name, step=20, val_full_match=score, val_char_acc=0.6, val_loss=0.5, val_score=score, checkpoint_path=str(path))]
-    return pd.DataFrame(trials), pd.DataFrame(history)
-
-
-@pytest.fixture(scope="module")
-def sweep(tmp_path_factory, ckpts):
-    """A sweep folder (sweep.json) whose tables come from `sweep_tables`, for the module's tests."""
+def sweep(tmp_path_factory) -> Path:
     exp = tmp_path_factory.mktemp("exp")
     (exp / "sweep.json").write_text("{}")
-    tables = sweep_tables(ckpts, exp / "gone")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(experiment, "load", lambda _: tables)
-        yield exp
+    return exp
 
 
 @pytest.fixture(scope="module")
-def ens_pt2(sweep, tmp_path_factory) -> Path:
+def ckpts(sweep, captchas) -> dict[str, Path]:
+    """Each member's checkpoint where a sweep keeps it, with its status record (none: still running); trial 'gone'
+    reported the best score of all but its checkpoint file was deleted."""
+    from search import status
+
+    out = {name: train_checkpoint(sweep / "train" / name / "checkpoint_000000", cfg, seed, captchas["160x60"], score=score)
+           for name, (cfg, seed, score, _) in MEMBERS.items()}
+    for name, (_, _, _, kind) in MEMBERS.items():
+        if kind != "running":
+            status.record(str(sweep), name, kind, 15)
+    gone = train_checkpoint(sweep / "train" / "gone" / "checkpoint_000000", CFG, 4, captchas["160x60"][:2], score=0.99)
+    (gone / checkpoint.FILE).unlink()
+    status.record(str(sweep), "gone", "completed", 15)
+    return out
+
+
+@pytest.fixture(scope="module")
+def ens_pt2(sweep, ckpts, tmp_path_factory) -> Path:
     from captcha_tune.cli import main
 
     out = tmp_path_factory.mktemp("export") / "ens.pt2"
@@ -139,10 +135,10 @@ def reference(names, ckpts, rgb: torch.Tensor) -> tuple[torch.Tensor, torch.Tens
 
 
 def test_members_are_the_best_finished_trials_with_a_checkpoint(sweep, ckpts):
-    ranked = ensemble.ranked_checkpoints(sweep)
+    ranked = checkpoints.ranked(sweep, finished=True)
     assert [o["trial_id"] for _, o in ranked] == ["ml", "ctc", "ml_big"]
     assert ranked[0][0] == str(ckpts["ml"] / checkpoint.FILE)
-    assert ranked[0][1]["step"] == 20 and ranked[0][1]["val_score"] == 0.9 and ranked[0][1]["val_full_match"] == 0.9
+    assert ranked[0][1]["step"] == 15 and ranked[0][1]["val_score"] == 0.9 and ranked[0][1]["val_full_match"] == 0.9
     assert [o["trial_id"] for _, o in ensemble.top_checkpoints(sweep, 2)] == ["ml", "ctc"]
 
 
@@ -207,7 +203,7 @@ def test_predictor_evaluate_and_compare_members(ens_pt2, ckpts, captchas, tmp_pa
 
 
 @pytest.mark.parametrize("k", [4, 0])
-def test_top_k_beyond_the_finished_trials_is_one_line_and_writes_nothing(sweep, tmp_path, capsys, k):
+def test_top_k_beyond_the_finished_trials_is_one_line_and_writes_nothing(sweep, ckpts, tmp_path, capsys, k):
     from captcha_tune.cli import main
 
     out = tmp_path / "ens.pt2"
@@ -249,3 +245,18 @@ def test_member_probability_is_per_emitted_symbol_whatever_the_head():
     # a ctc run of one symbol over 3 columns counts its first column; a reading of nothing, every step
     assert ensemble.per_symbol(logits_of([1, 1, 1, 0], 0.5), "ctc").item() == pytest.approx(0.5, rel=1e-6)
     assert ensemble.per_symbol(torch.cat([logits_of([0, 0], 0.5), logits_of([0, 0], 0.8)], 1), "ctc").item() == pytest.approx((0.5**2 * 0.8**2) ** 0.25, rel=1e-6)
+
+
+def test_top_k_on_a_real_sweep_takes_its_best_trials_by_val_score(exp, tmp_path):
+    """The session's real TPE + ASHA sweep: the members of `export --top-k 2` are the two finished trials whose best
+    val_score in trials.parquet is highest, and the .pt2 reads the validation split like its best member or better."""
+    from conftest import cli
+    from results.experiment import load
+
+    trials, _ = load(exp)
+    done = trials[trials["status"].ne("running") & trials["best_val_score"].notna()]
+    top = list(done.sort_values("best_val_score", ascending=False, kind="stable")["trial_id"][:2])
+    out = tmp_path / "ens.pt2"
+    cli("export", exp, "--top-k", 2, "--out", out)
+    meta = load_predictor(out).origin
+    assert [m["trial_id"] for m in meta["members"]] == top
