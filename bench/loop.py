@@ -50,7 +50,7 @@ def train_loop(cfg, meta: dict, feed, val_x, val_y, device, verbose: bool = Fals
     for step in range(cfg.max_steps):
         images, targets = next(feed)
         lr = lr_at(step, **cfg.schedule())
-        loss_sum += train_step(model, optimizer, images, targets, cfg, lr, strength_at(step, cfg.augment, cfg.max_steps))
+        loss_sum += train_step(model, optimizer, images, targets, cfg, lr, strength_at(step, cfg.augment, cfg.max_steps, cfg.augment_ramp))
         n += 1
         if (step + 1) % cfg.eval_every and step + 1 < cfg.max_steps:
             continue

@@ -36,7 +36,9 @@ def best_config(exp, max_steps: int | None = None, patience: int = 5, eval_epoch
     values = {k: type(sweep["base"][k])(v) for k, v in values.items()}  # numpy scalars -> python
     if data:  # e.g. more images of the same spec than the sweep used
         values["data_dir"] = storage.normalize(data)
-    cfg = TrainConfig.from_dict({**values, "cosine_mult": SGDR_MULT, "patience": patience, "time_budget_s": time_budget_s})
+    # augment_ramp: augmentation ramps in as it did in the trial, not over a fifth of a cap many trials long
+    cfg = TrainConfig.from_dict({**values, "cosine_mult": SGDR_MULT, "patience": patience, "time_budget_s": time_budget_s,
+                                 "augment_ramp": values.get("augment_ramp") or max(1, sweep["base"]["max_steps"] // 5)})
     shortest = cfg.warmup_steps + cfg.cosine_period
     if max_steps is not None and max_steps < shortest:
         raise UserError(f"--max-steps {max_steps} is shorter than one warmup + one cosine period of the best config; use at least {shortest}")

@@ -72,3 +72,11 @@ def test_retrain_stops_on_a_plateau_says_so_and_keeps_its_best(exp, memorisable)
 
     assert load_predictor(summary["model"]).origin["step"] == kept["step"]  # the exported model is that checkpoint
     assert (run / "curve.png").stat().st_size > 10_000
+
+
+def test_augmentation_ramps_in_over_its_own_steps_not_a_fifth_of_a_long_cap():
+    from trainable.augment import strength_at
+
+    assert strength_at(120, 0.5, 1200) == 0.25  # a trial: over the first fifth of its 1200 steps
+    assert strength_at(240, 0.5, 36000, ramp_steps=240) == 0.5  # a retrain capped at 30 trials: as fast as in the trial
+    assert strength_at(240, 0.5, 36000) == pytest.approx(0.5 * 240 / 7200)

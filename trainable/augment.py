@@ -13,13 +13,14 @@ import functools
 import torch
 
 
-def strength_at(step: int, augment: float, max_steps: int) -> float:
-    """Augmentation strength at a step: ramps linearly from 0 to `augment` over the first fifth of the run.
+def strength_at(step: int, augment: float, max_steps: int, ramp_steps: int = 0) -> float:
+    """Augmentation strength at a step: ramps linearly from 0 to `augment` over `ramp_steps` (0: the first fifth of
+    the run).
 
     A CTC head first has to leave its all-blank start; distorted images from step 0 delay that by
     hundreds of steps, the ramp lets it find the glyphs first and harden afterwards.
     """
-    ramp = max(1, max_steps // 5)
+    ramp = max(1, ramp_steps or max_steps // 5)
     return augment * min(1.0, step / ramp)
 
 

@@ -33,6 +33,7 @@ class TrainConfig:
     seq_hidden: int = setting(256, "width of the ctc head's sequence layer")
     seq_heads: int = setting(4, "attention heads of sequence=transformer; seq_hidden must be a multiple of it")
     augment: float = setting(0.0, "training-time augmentation strength (affine, perspective, blur, noise); 0 = off, 1 = strong")
+    augment_ramp: int = setting(0, "steps over which augmentation ramps up to its strength (0 = the first fifth of max_steps)")
     # --- loss
     loss: str = setting("focal", "'focal' (sigmoid focal loss, the original) or 'ce' (per-position softmax)")
     focal_gamma: float = setting(2.0, "focal loss focusing exponent; 0 = plain BCE")
@@ -79,8 +80,8 @@ class TrainConfig:
                 problems.append(f"{name} must be > 0, got {getattr(self, name)}")
         if self.cosine_mult < 1:
             problems.append(f"cosine_mult must be >= 1 (1 = a fixed period), got {self.cosine_mult}")
-        if self.warmup_steps < 0 or self.patience < 0 or self.time_budget_s < 0 or self.focal_gamma < 0 or self.focal_pos_weight <= 0:
-            problems.append("warmup_steps, patience, time_budget_s and focal_gamma must be >= 0 and focal_pos_weight > 0")
+        if self.warmup_steps < 0 or self.augment_ramp < 0 or self.patience < 0 or self.time_budget_s < 0 or self.focal_gamma < 0 or self.focal_pos_weight <= 0:
+            problems.append("warmup_steps, augment_ramp, patience, time_budget_s and focal_gamma must be >= 0 and focal_pos_weight > 0")
         if not 0 < self.min_lr <= self.peak_lr:
             problems.append(f"need 0 < min_lr <= peak_lr, got min_lr={self.min_lr}, peak_lr={self.peak_lr}")
         if problems:

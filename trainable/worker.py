@@ -81,7 +81,7 @@ def train_fn_per_worker(config: dict) -> dict:
             loader.sampler.set_epoch(step // steps_per_epoch)
         for images, targets in loader:
             lr = lr_at(step, **cfg.schedule())
-            strength = strength_at(step, cfg.augment, cfg.max_steps)
+            strength = strength_at(step, cfg.augment, cfg.max_steps, cfg.augment_ramp)
             loss_sum += train_step(model, optimizer, images.to(memory_format=memory_format(device)), targets, cfg, lr, strength)
             n_loss += 1
             step += 1
