@@ -150,7 +150,7 @@ def prepare_sweep(s: SweepSettings, base: TrainConfig, space_overrides: dict | N
     return Prepared(s, base, space, exp, resuming, scheduler.rungs(base.max_steps, base.eval_every, longest_warmup), longest_warmup)
 
 
-def build_tuner(p: Prepared, points: list[dict], concurrent: int, train=None):
+def build_tuner(p: Prepared, points: list[dict], concurrent: int, train=None, callbacks=()):
     """The Tuner: Optuna proposes (at most `concurrent` trials at a time), ASHA prunes, each trial is a Train run.
     A sweep that ran before is restored from its experiment state instead. train: see search.trial.run_trial."""
     from ray import tune
@@ -175,11 +175,7 @@ def build_tuner(p: Prepared, points: list[dict], concurrent: int, train=None):
     asha = None
     if s.scheduler == "asha" and p.rungs:
         asha = scheduler.build_asha(base.max_steps, p.rungs, p.exp)
-    callbacks = [RecordErrors(p.exp)]
-    if s.mlflow:
-        from results.tracking import sweep_callbacks
-
-        callbacks += sweep_callbacks(s.mlflow, s.name)
+    callbacks = [RecordErrors(p.exp), *callbacks]  # callbacks: e.g. MLflow's, which the command builds (results/tracking.py)
     return tune.Tuner(
         trainable,
         tune_config=tune.TuneConfig(search_alg=search, scheduler=asha, num_samples=s.num_samples,
@@ -189,7 +185,8 @@ def build_tuner(p: Prepared, points: list[dict], concurrent: int, train=None):
     )
 
 
-def run_sweep(s: SweepSettings, base: TrainConfig, space_overrides: dict | None = None, command: str = "", train=None) -> str:
+def run_sweep(s: SweepSettings, base: TrainConfig, space_overrides: dict | None = None, command: str = "", train=None,
+              callbacks=()) -> str:
     """Launch (or resume) the sweep; returns the experiment path. train: see search.trial.run_trial (tests inject faults)."""
     from cluster.connect import check_fits, init_ray, max_concurrent_trials, node_resources
     from cluster.storage_check import check_storage
@@ -220,7 +217,7 @@ def run_sweep(s: SweepSettings, base: TrainConfig, space_overrides: dict | None 
     quiet_divergence()
 
     # [4] Build the Tuner and run it.
-    tuner = build_tuner(p, points, concurrent, train)
+    tuner = build_tuner(p, points, concurrent, train, callbacks)
     started = time.monotonic()
     results = tuner.fit()
 

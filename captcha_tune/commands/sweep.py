@@ -57,7 +57,8 @@ def run(args) -> None:
     s = SweepSettings(**{**given, "workers_per_trial": workers, "gpus_per_worker": gpus, "auto_steps": args.max_steps is None})
     if args.resume and not storage.exists(storage.join(experiment_path(s), "sweep.json")):
         raise FileNotFoundError(f"nothing to resume at {experiment_path(s)}; check --storage and --name")
-    exp = run_sweep(s, base, overrides, command=main_command())
+    callbacks = tracking.sweep_callbacks(s.mlflow, s.name) if s.mlflow else ()  # a resumed sweep restores its own
+    exp = run_sweep(s, base, overrides, command=main_command(), callbacks=callbacks)
     check_errored(print_summary(exp))
 
 
