@@ -21,6 +21,7 @@ from trainable import storage
 from trainable.config import TrainConfig, setting
 from trainable.data import SPECS, dataset_meta
 from trainable.errors import UserError
+from trainable.worker import DivergedError
 
 STATE = "sweep.json"  # everything a later command needs to know about the sweep
 
@@ -268,11 +269,21 @@ class _DivergedOneLine(logging.Filter):
     """Tune logs a failed trial with its traceback; for a divergence (a config's LR too high, not a bug) one line says it all."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        exc = record.exc_info[1] if isinstance(record.exc_info, tuple) else None
-        reason = next((l.strip() for l in str(exc).splitlines() if "diverged:" in l), None) if exc else None
-        if reason:
-            record.msg, record.args, record.exc_info, record.exc_text = f"{record.getMessage()}: {reason[reason.index('diverged:'):]}", (), None, None
+        diverged = find_diverged(record.exc_info[1] if isinstance(record.exc_info, tuple) else None)
+        if diverged is not None:
+            reason = str(diverged).strip().splitlines()[-1]
+            record.msg, record.args, record.exc_info, record.exc_text = f"{record.getMessage()}: {reason}", (), None, None
         return True
+
+
+def find_diverged(exc: BaseException | None):
+    """The DivergedError behind what Tune logged (Ray re-raises it as a RayTaskError subclass of it, or as its cause)."""
+    seen, found = set(), None
+    while exc is not None and id(exc) not in seen:
+        found = exc if isinstance(exc, DivergedError) else found  # the innermost: the worker's own, whose str is its reason
+        seen.add(id(exc))
+        exc = getattr(exc, "cause", None) or exc.__cause__ or exc.__context__
+    return found
 
 
 def quiet_divergence() -> None:
