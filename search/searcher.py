@@ -106,6 +106,8 @@ def startup_trials(num_samples: int, n_points: int) -> int:
 def build_searcher(s: SweepSettings, space: dict, points: list[dict], exp: str):
     import optuna
 
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # the sweep's console shows Tune's table, not a line per study event
+
     if s.searcher == "random":
         sampler = optuna.samplers.RandomSampler(seed=s.seed)
     elif s.searcher == "gp":
