@@ -26,7 +26,7 @@ def fmt(value) -> str:
 
 
 def summary(out: Path) -> str:
-    results = {name: r for name in NAMES + ("accuracy",) if (r := read_json(out, name))}
+    results = {name: r for name in NAMES + ("accuracy", "sequence") if (r := read_json(out, name))}
     m = machine()
     lines = ["# Benchmarks", "", f"Machine: `{m['platform']}`, {m['cpu']}, {m['cores']} cores; torch {m['torch']}, ray {m['ray']}, "
              f"Python {m['python']}; summary written {m['date']}.", "", "| benchmark | figure | value | goal | met? |", "|---|---|---|---|---|"]
