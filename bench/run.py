@@ -14,7 +14,7 @@ from pathlib import Path
 
 from bench.common import RESULTS, machine, read_json
 
-NAMES = ("data", "throughput", "overhead", "search")  # the order they run in; accuracy.json comes from bench/accuracy.sh
+NAMES = ("data", "throughput", "overhead", "search")  # the order they run in; accuracy.json and sequence.json come from their own commands
 
 
 def fmt(value) -> str:
