@@ -158,3 +158,17 @@ def test_per_head_ranges_are_checked_and_a_user_range_replaces_them():
     for head in ("ctc", "multilabel"):  # a point below a head's range is clipped to that head's low end
         low = DEFAULT_SPACE["peak_lr"].bounds(dict(head=head))[0]
         assert reference_point(space, 1000, TrainConfig(), dict(REFERENCE, head=head, peak_lr=1e-5))["peak_lr"] == low
+
+
+def test_on_tall_images_the_recommended_config_reads_at_the_tallest_searched_height():
+    from search.space import DEFAULT_SPACE, fit_to_data, start_points
+    from trainable.config import TrainConfig
+    from trainable.data import SPECS
+
+    base = TrainConfig(max_steps=1200, eval_every=100, warmup_steps=20, cosine_period=600)
+    space, fitted = fit_to_data(DEFAULT_SPACE, base, dict(SPECS["hard"]), auto_steps=True)
+    reference, recommended = start_points(space, fitted.max_steps, fitted)
+    assert (reference["head"], reference["img_height"]) == ("multilabel", 32)  # the original config, as it was
+    assert (recommended["head"], recommended["img_height"]) == ("ctc", 64)
+    easy = fit_to_data(DEFAULT_SPACE, base, dict(SPECS["easy"], image_size=[160, 60]), auto_steps=True)[0]
+    assert "img_height" not in start_points(easy, 1200, base)[1]  # nothing to choose on 60-pixel images
