@@ -16,10 +16,11 @@ def duration(seconds: float) -> str:
 class Progress(UserCallback):
     """step N/M, validation metrics, images/s and the time left (from the pace since the first report)."""
 
-    def __init__(self, max_steps: int, history: str | None = None):
+    def __init__(self, max_steps: int, history: str | None = None, time_budget_s: float = 0.0):
         """history: a file (local or URI) that keeps every report's numbers as JSON lines, for the learning curve;
-        a resumed run adds to it. Written from the Train controller, so the driver reads it back from storage."""
-        self.max_steps, self.first = max_steps, None  # first: (time, step) of the first report seen
+        a resumed run adds to it. Written from the Train controller, so the driver reads it back from storage.
+        time_budget_s: the run's own (TrainConfig.time_budget_s), which bounds the time left."""
+        self.max_steps, self.first, self.time_budget_s = max_steps, None, time_budget_s  # first: (time, step) of the first report
         self.history, self.rows = history, None
 
     def after_report(self, run_context, metrics, checkpoint):
@@ -29,7 +30,10 @@ class Progress(UserCallback):
         step = int(m.get("step", 0))
         self.first = self.first or (now, step)
         t0, s0 = self.first
-        left = f", at most {duration((self.max_steps - step) * (now - t0) / (step - s0))} left" if step > s0 else ""
+        left = (self.max_steps - step) * (now - t0) / (step - s0) if step > s0 else None
+        if self.time_budget_s and "train_seconds" in m:
+            left = min(left if left is not None else float("inf"), max(0.0, self.time_budget_s - m["train_seconds"]))
+        left = f", at most {duration(left)} left" if left is not None else ""
         print(f"step {step}/{self.max_steps}: val full match {m.get('val_full_match', 0):.3f} (best {m.get('best_val_full_match', 0):.3f}), "
               f"char acc {m.get('val_char_acc', 0):.3f}, train loss {m.get('train_loss', 0):.4g}, "
               f"{m.get('images_per_s', 0):.0f} img/s{left}", flush=True)
