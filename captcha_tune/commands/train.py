@@ -44,7 +44,7 @@ def run(args) -> None:
     check_fits(run.workers, run.cpus_per_worker, run.gpus_per_worker)
     storage.write_text(storage.join(run_dir, SETTINGS_FILE), json.dumps(settings, indent=2))
     with tracking.train_run(uri, "train", run.name, run_dir) as logs:
-        summary = run_training(cfg, run, callbacks=[Progress(cfg.max_steps, storage.join(run_dir, "history.jsonl")), *logs])
+        summary = run_training(cfg, run, callbacks=[Progress(cfg.max_steps, storage.join(run_dir, "history.jsonl"), cfg.time_budget_s), *logs])
     m = summary["best_metrics"]
     print(f"best val_full_match {m.get('val_full_match', 0):.4f} at step {m.get('step')}; checkpoint {summary['best_checkpoint']}")
     print(json.dumps({k: summary["final_metrics"].get(k) for k in ("step", "val_full_match", "val_char_acc", "val_loss")}))
