@@ -115,13 +115,14 @@ def test_import_named_files_skips_bad_ones(tmp_path, capsys):
     (src / "ABCDEF0123.png").write_bytes(png("ABCDEF0123"))  # 10 > max_len 7
     (src / "DEAD.png").write_bytes((src / "0A1B.png").read_bytes())  # duplicate bytes
     (src / "notes.txt").write_text("not an image, not listed")
+    (src / "EF56_2.png").write_bytes(png("EF56"))  # a second image of the same text: its label is EF56
 
     out = import_folder(src, tmp_path / "ds", charset="FEDCBA98765432100", max_len=7)
     printed = capsys.readouterr().out
     meta = read_meta(out)
     assert meta["charset"] == PAD + "0123456789ABCDEF"
-    assert meta["counts"] == {"train": 8, "val": 1} and meta["spec"] == "import"
-    assert sorted(all_labels(out)) == sorted(good + ["BEEF"])
+    assert meta["counts"] == {"train": 9, "val": 1} and meta["spec"] == "import"
+    assert sorted(all_labels(out)) == sorted(good + ["BEEF", "EF56"])
     for f in split_files(out, "train"):
         assert all(b.startswith(b"\x89PNG") for b in read_rows(f, ["image"])["image"])
     skips = [l for l in printed.splitlines() if l.startswith("skip ")]
@@ -131,7 +132,7 @@ def test_import_named_files_skips_bad_ones(tmp_path, capsys):
     assert any("ABCDEF0123.png" in l and "max length 7" in l for l in skips)
     assert any("DEAD.png" in l and "same bytes" in l for l in skips)
     summary = printed.strip().splitlines()[-1]
-    assert summary.startswith("imported 9 images (train 8, val 1); skipped 4: ")
+    assert summary.startswith("imported 10 images (train 9, val 1); skipped 4: ")
     for part in ("1 corrupt image", "1 label outside charset", "1 label too long", "1 duplicate"):
         assert part in summary
 

@@ -14,6 +14,7 @@ import csv
 import hashlib
 import io
 import random
+import re
 import statistics
 from collections import Counter
 from pathlib import Path
@@ -39,8 +40,13 @@ PLURAL = {
 
 # ---------------------------------------------------------------- listing (file, label) pairs
 def list_named_files(src: Path) -> list[tuple[Path, str]]:
-    """Images in `src` labelled by their file name: 226md.png -> '226md'."""
-    return [(p, p.stem) for p in sorted(src.iterdir()) if p.is_file() and p.suffix.lower() in IMAGE_EXTS]
+    """Images in `src` labelled by their file name: 226md.png -> '226md', and a second image of the same text, which
+    a folder can't hold under the same name, 226md_2.png -> '226md' (no charset has '_'). Taken as labels, such
+    suffixes made one folder's max_len 8 instead of 4, doubling its sweep's trials and misreading three images."""
+    return [(p, DUPLICATE.sub("", p.stem)) for p in sorted(src.iterdir()) if p.is_file() and p.suffix.lower() in IMAGE_EXTS]
+
+
+DUPLICATE = re.compile(r"_\d+$")  # LABEL_N: the N-th file of the same label
 
 
 def read_labels_file(src: Path, labels_file) -> list[tuple[Path, str]]:
