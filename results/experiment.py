@@ -132,13 +132,13 @@ def hard_limits(name: str, p: dict, max_steps: int | None = None) -> tuple[float
 def edge_warnings(trials: pd.DataFrame, space: dict, tol: float = 0.05, max_steps: int | None = None) -> list[str]:
     """Best-trial parameters within `tol` of a search-range edge (log distance for log ranges) that could be
     widened: a best warmup of 0 steps or a best period of all of max_steps is an answer, not a range to widen."""
-    done = trials[trials["best_val_full_match"].notna()]
+    done = trials[trials[f"best_{METRIC}"].notna()]
     if not len(done):
         return []
-    best = done.loc[done["best_val_full_match"].idxmax()]
+    best = done.loc[done[f"best_{METRIC}"].idxmax()]
     out = []
     for name, p in space.items():
-        if p["kind"] == "choice" or p["high"] <= p["low"]:
+        if p["kind"] == "choice" or p["high"] <= p["low"] or pd.isna(best.get(name)):  # not searched in its trial (focal in a ctc one)
             continue
         f = (lambda v: math.log(v)) if p["kind"] == "log" else (lambda v: v)
         pos = (f(best[name]) - f(p["low"])) / (f(p["high"]) - f(p["low"]))

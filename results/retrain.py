@@ -76,7 +76,8 @@ def retrain(exp, workers: int | None = None, gpus_per_worker: float | None = Non
     init_ray()
     check_fits(run.workers, run.cpus_per_worker, run.gpus_per_worker)
     history = storage.join(run.storage, run.name, "history.jsonl")
-    summary = run_training(cfg, run, callbacks=[Progress(cfg.max_steps, history, cfg.time_budget_s), *callbacks])  # callbacks: e.g. MLflow's (results/tracking.py)
+    # keep_diverged: a late NaN (a high LR on a set it has learned) still hands back the best checkpoint from before it
+    summary = run_training(cfg, run, callbacks=[Progress(cfg.max_steps, history, cfg.time_budget_s), *callbacks], keep_diverged=True)
     curve = write_curve(history, f"retrain of trial {origin['trial_id']}: {summary['ended'].get('reason', '')}")
     out = out or storage.join(summary["run_path"], "model.pt2")
     ckpt, _ = checkpoints.resolve(summary["run_path"])

@@ -51,15 +51,27 @@ def memorisable(easy_data, tmp_path_factory):
                              image_size=meta["image_size"]))
 
 
-def test_retrain_stops_on_a_plateau_says_so_and_keeps_its_best(exp, memorisable):
+@pytest.fixture(scope="module")
+def calm(easy_data, tmp_path_factory):
+    """A 1-trial sweep whose config is a CTC head at peak_lr 1e-3: the session sweep's best trial may use an LR that
+    turns NaN on a set it has memorised (a retrain then keeps its best checkpoint, but ends 'diverged')."""
+    from conftest import FLAGS, cli
+
+    storage = tmp_path_factory.mktemp("calm")
+    cli("sweep", "--storage", storage, "--name", "calm", "--data", easy_data, "--num-samples", 1, "--workers-per-trial", 1,
+        "--bound", "head=ctc", "--bound", "peak_lr=1e-3:1e-3", *FLAGS)
+    return storage / "calm"
+
+
+def test_retrain_stops_on_a_plateau_says_so_and_keeps_its_best(calm, memorisable):
     import json
 
     import pandas as pd
 
     from conftest import cli
 
-    proc = cli("retrain", exp, "--name", "plateau", "--data", memorisable, "--patience", 2, "--eval-epochs", 4, timeout=900)
-    run = exp / "retrain" / "plateau"
+    proc = cli("retrain", calm, "--name", "plateau", "--data", memorisable, "--patience", 2, "--eval-epochs", 4, timeout=900)
+    run = calm / "retrain" / "plateau"
     summary = json.loads((run / "summary.json").read_text())
     assert summary["ended"]["kind"] == "plateau", summary["ended"]
     assert "retrain ended: plateau: no better val_score in" in proc.stdout

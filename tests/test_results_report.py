@@ -245,3 +245,10 @@ def test_cost_curve_is_best_so_far_against_cumulative_worker_hours(tmp_path, mon
     assert_png(exp / "results" / "cost.png")
     header = next(line for line in text.splitlines() if line.startswith("| trial_id | best_val_full_match"))
     assert "| status | worker_seconds |" in header and "| t1 | 0.85 | 500 | 500 | completed | 20 |" in text
+
+
+def test_edge_warnings_skip_settings_the_best_trial_did_not_search():
+    """A ctc-only sweep: the focal settings are None in every trial (the define-by-run space skipped them)."""
+    trials, _ = tables()
+    trials["focal_gamma"] = None
+    assert [w for w in experiment.edge_warnings(trials, SPACE) if "focal_gamma" in w] == []

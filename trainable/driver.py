@@ -52,13 +52,14 @@ def build_trainer(cfg: TrainConfig, run: RunSettings, callbacks=(), train_fn=tra
     )
 
 
-def run_training(cfg: TrainConfig, run: RunSettings, callbacks=(), train_fn=train_fn_per_worker) -> dict:
+def run_training(cfg: TrainConfig, run: RunSettings, callbacks=(), train_fn=train_fn_per_worker, keep_diverged: bool = False) -> dict:
     """Train to the end (or early stop) and write `summary.json` in the run folder; returns it.
-    Raises DivergedError (with its .step) when the workers ended the run on a NaN/inf loss."""
+    Raises DivergedError (with its .step) when the workers ended the run on a NaN/inf loss, unless `keep_diverged`
+    and a checkpoint from before it exists (a retrain keeps its best model: summary["ended"] says it diverged)."""
     cfg = cfg.replace(data_dir=storage.normalize(cfg.data_dir))  # workers run in other folders
     result = build_trainer(cfg, run, callbacks, train_fn).fit()
     ended = result.return_value or {}  # why the workers ended: dict(step, kind, reason) (worker.stop_reason)
-    if ended.get("kind") == "diverged":
+    if ended.get("kind") == "diverged" and not (keep_diverged and result.best_checkpoints):
         raise DivergedError(ended["reason"], step=ended["step"])
     best_ckpt, best_metrics = max(result.best_checkpoints or [], key=lambda cm: cm[1][METRIC], default=(None, {}))
     run_path = storage.as_uri(result.path, run.storage)  # Ray's paths lack the scheme of an s3:// storage
