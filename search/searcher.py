@@ -17,7 +17,7 @@ from search.scheduler import TIME_ATTR
 from search.space import DefineByRun
 from trainable import storage
 from trainable.metric import METRIC, MODE, WORST
-from trainable.ray_internals import already_completed, optuna_trial, set_total_samples
+from trainable.ray_internals import already_completed, optuna_study, optuna_trial, set_total_samples
 
 if TYPE_CHECKING:
     from search.sweep import SweepSettings
@@ -44,11 +44,19 @@ class LearningOptunaSearch(OptunaSearch):
         self._exp = exp
         super().__init__(*args, **kwargs)
 
+    def finished_in_study(self, trial_id: str) -> bool:
+        """Told already: a sweep whose driver was killed after the study recorded a trial's end, but before Tune
+        checkpointed the searcher, replays that trial's last result on resume (search/trial.py reports it again)."""
+        number = optuna_trial(self, trial_id).number
+        return optuna_study(self).get_trials(deepcopy=False)[number].state.is_finished()
+
     def on_trial_result(self, trial_id: str, result: dict):
         if result.get(METRIC) is None:
             return
         if already_completed(self, trial_id):
             return super().on_trial_result(trial_id, result)  # warns
+        if self.finished_in_study(trial_id):
+            return
         if result.get("diverged"):  # its val_score is WORST by decree, not an evaluation
             self._diverged.add(trial_id)
             return
@@ -62,6 +70,8 @@ class LearningOptunaSearch(OptunaSearch):
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False):
         if already_completed(self, trial_id):
             return super().on_trial_complete(trial_id, result, error)  # warns
+        if self.finished_in_study(trial_id):
+            return
         if result and not error:  # the last result, which on_trial_result may not have seen
             self.on_trial_result(trial_id, result)
         best, diverged = self._best.pop(trial_id, (None, -1))[0], trial_id in self._diverged

@@ -42,7 +42,8 @@ def test_train_learns_checkpoints_and_resumes(easy_data, tmp_path):
     # the best checkpoint is a loadable file with its step and settings
     state = checkpoint.load(Path(summary["best_checkpoint"]))
     assert state["step"] == best["step"] and state["config"]["loss"] == "ce" and state["charset"] == meta["charset"]
-    assert {k: state[k] for k in checkpoint.LOOP} == {k: best[k] for k in checkpoint.LOOP}  # the loop's counters, top-level
+    assert {k: state[k] for k in checkpoint.LOOP if k in best} == {k: best[k] for k in checkpoint.LOOP if k in best}  # the loop's counters, top-level
+    assert state["recent_val_scores"][-1] == best["val_score"]  # the last evaluations, for the plateau rule
 
     # a second run with the same name continues from the latest checkpoint, not from zero
     cli("train", "--data-dir", easy_data, "--workers", 2, "--storage", tmp_path, "--name", "run", *flags({**settings, "max_steps": 400}))

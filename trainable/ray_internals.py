@@ -43,6 +43,11 @@ def optuna_trial(searcher, trial_id: str):
     return searcher._ot_trials[trial_id]
 
 
+def optuna_study(searcher):
+    """OptunaSearch's study (`_ot_study`)."""
+    return searcher._ot_study
+
+
 def already_completed(searcher, trial_id: str) -> bool:
     """Whether OptunaSearch has already told the study this trial's end (`_completed_trials`)."""
     return trial_id in searcher._completed_trials
