@@ -92,3 +92,17 @@ def test_augmentation_ramps_in_over_its_own_steps_not_a_fifth_of_a_long_cap():
     assert strength_at(120, 0.5, 1200) == 0.25  # a trial: over the first fifth of its 1200 steps
     assert strength_at(240, 0.5, 36000, ramp_steps=240) == 0.5  # a retrain capped at 30 trials: as fast as in the trial
     assert strength_at(240, 0.5, 36000) == pytest.approx(0.5 * 240 / 7200)
+
+
+def test_a_time_budget_ends_every_ddp_rank_at_the_same_evaluation(easy_data, tmp_path):
+    """Two gloo workers whose clocks differ: the stop is decided on the slowest rank's time, so both return at the same
+    evaluation (each rank's own clock once let one return while the other waited in its next all-reduce)."""
+    import json
+
+    from conftest import FLAGS, cli
+
+    cli("train", "--data-dir", easy_data, "--workers", 2, "--storage", tmp_path, "--name", "timed", *FLAGS,
+        "--max-steps", 100_000, "--cosine-period", 100_000, "--time-budget-s", 4, timeout=300)
+    summary = json.loads((tmp_path / "timed" / "summary.json").read_text())
+    assert summary["ended"]["kind"] == "time" and summary["final_metrics"]["train_seconds"] >= 4
+    assert summary["final_metrics"]["step"] < 100_000

@@ -67,6 +67,13 @@ def all_sum(t: torch.Tensor) -> torch.Tensor:
     return t
 
 
+def all_max(t: torch.Tensor) -> torch.Tensor:
+    """Maximum over workers when running distributed; identity in a single process."""
+    if dist.is_available() and dist.is_initialized():
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return t
+
+
 @torch.no_grad()
 def evaluate(model, images: np.ndarray, targets: np.ndarray, cfg, device, rank: int = 0, world: int = 1, batch: int = 256) -> dict:
     """Validation metrics over this worker's share (rows rank::world), summed over all workers."""

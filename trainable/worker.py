@@ -21,7 +21,7 @@ from trainable.data import dataset_meta, load_split
 from trainable.metric import METRIC, WORST
 from trainable.model import build_model
 from trainable.schedule import cycle_at, lr_at
-from trainable.step import adam, all_sum, evaluate, memory_format, speed_up, train_step
+from trainable.step import adam, all_max, all_sum, evaluate, memory_format, speed_up, train_step
 
 
 class DivergedError(UserError):
@@ -90,7 +90,9 @@ def train_fn_per_worker(config: dict) -> dict:
 
             # [5] evaluate on every rank's share, all-reduce, report; rank 0 alone writes the checkpoint
             train_loss = all_sum(loss_sum).item() / (n_loss * world)
-            interval = time.perf_counter() - t0
+            # the slowest rank's clock: every rank must take the same stop decision (a time budget read from each
+            # rank's own clock once ended one rank's run while the other waited in its next all-reduce, for ever)
+            interval = all_max(torch.tensor(time.perf_counter() - t0, dtype=torch.float64, device=device)).item()
             train_seconds += interval
             if not math.isfinite(train_loss):  # report it and end cleanly: retrying a divergence only repeats it
                 ray.train.report(dict(step=step, lr=lr, train_loss=train_loss, val_full_match=0.0, val_score=WORST, diverged=1.0))
