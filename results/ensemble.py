@@ -35,7 +35,6 @@ from results.export import META_FILE, USAGE, export_program, save_program  # noq
 from trainable import checkpoint, storage
 from trainable.errors import UserError
 from trainable.loss import decode_indices, emitting_steps
-from trainable.metric import METRIC
 from trainable.preprocess import to_model_input
 
 COMBINE = "readings"  # the rule above, named in captcha_tune.json
@@ -107,7 +106,7 @@ def export_ensemble(members: list[tuple[str, dict]], out, source: str | None = N
         ensemble=len(members), combine=wrapper.combine, head="ensemble", charset=first["charset"], max_len=first["max_len"],
         members=[dict(trial_id=origin.get("trial_id"), checkpoint=str(file), step=s["step"], head=s["config"]["head"],
                       img_height=s["config"]["img_height"], img_width=s["config"]["img_width"],
-                      **{m: origin.get(m, s["metrics"].get(m)) for m in (*experiment.METRICS, METRIC)})
+                      **{m: origin.get(m, s["metrics"].get(m)) for m in experiment.METRICS})
                  for (_, s), file, origin in loaded],
         origin=dict(source=source) if source else {}, input=input_spec, torch=torch.__version__,
         usage=USAGE.replace("logits, indices", "probability, indices", 1),
