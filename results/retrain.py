@@ -22,14 +22,16 @@ SGDR_MULT = 2.0  # each cosine cycle twice the one before: long low-LR phases la
 
 
 def best_config(exp, max_steps: int | None = None, patience: int = 5, eval_epochs: float = EVAL_EPOCHS,
-                time_budget_s: float = 0.0, data: str | None = None) -> tuple[TrainConfig, dict]:
-    """The best trial's config, set up to train until its validation score stops rising.
+                time_budget_s: float = 0.0, data: str | None = None, trial: str | None = None,
+                sweep: dict | None = None) -> tuple[TrainConfig, dict]:
+    """The best trial's config (or `trial`'s: a Tune trial id of the sweep), set up to train until its validation
+    score stops rising.
 
     The trial's warmup and first cosine period are kept (the schedule the sweep chose), then each cycle doubles
     (SGDR). The run ends on a plateau (worker.stop_reason), at `time_budget_s`, or at its step cap: `max_steps`,
     by default CAP_TRIALS trial lengths, moved up to the end of a cosine cycle."""
-    sweep = load_sweep(exp)
-    _, origin = checkpoints.best(exp)
+    sweep = sweep or load_sweep(exp)
+    _, origin = checkpoints.best(exp) if trial is None else chosen(exp, trial)
     trials, _ = load(exp)
     best = trials.set_index("trial_id").loc[origin["trial_id"]]
     values = {**sweep["base"], **{p: best[p] for p in sweep["space"] if not pd.isna(best[p])}}  # NaN: not searched in this trial (focal for ctc)
@@ -48,11 +50,19 @@ def best_config(exp, max_steps: int | None = None, patience: int = 5, eval_epoch
     return cfg.replace(max_steps=cap, eval_every=max(1, min(epoch, cfg.cosine_period // 4))), origin
 
 
+def chosen(exp, trial: str) -> tuple[str, dict]:
+    """(checkpoint, origin) of one trial at its best kept checkpoint; a trial without one is a one-line error."""
+    kept = {origin["trial_id"]: (ckpt, origin) for ckpt, origin in checkpoints.ranked(exp)}
+    if trial not in kept:
+        raise UserError(f"--trial {trial}: no such trial with a checkpoint in {exp}; trials with one, best first: {', '.join(kept) or 'none'}")
+    return kept[trial]
+
+
 def retrain(exp, workers: int | None = None, gpus_per_worker: float | None = None, max_steps: int | None = None,
             patience: int = 5, name: str = "retrain", out: str | None = None, test: str | None = None,
             data: str | None = None, callbacks=(), time_budget_s: float = 0.0, eval_epochs: float = EVAL_EPOCHS,
-            init_from: str | None = None) -> dict:
-    """Train (or resume) EXP/retrain/NAME until it stops improving, export its best checkpoint, optionally test it."""
+            init_from: str | None = None, trial: str | None = None) -> dict:
+    """Train (or resume) EXP/retrain/NAME (the best trial's config, or `trial`'s) until it stops improving, export its best checkpoint, optionally test it."""
     from cluster.connect import check_fits, init_ray
     from results.evaluate import evaluate, load_rows
     from results.export import export_model
@@ -62,7 +72,7 @@ def retrain(exp, workers: int | None = None, gpus_per_worker: float | None = Non
     from trainable.progress import Progress
 
     sweep = load_sweep(exp)
-    cfg, origin = best_config(exp, max_steps, patience, eval_epochs, time_budget_s, data)
+    cfg, origin = best_config(exp, max_steps, patience, eval_epochs, time_budget_s, data, trial, sweep)
     cfg = cfg.replace(init_from=init_from) if init_from else cfg  # a checkpoint folder (results/transfer.py); else the sweep's
     if cfg.init_from:  # a source that can't start this model: one line, before Ray starts
         transfer.check(cfg, read_meta(cfg.data_dir))

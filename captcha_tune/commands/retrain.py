@@ -14,6 +14,8 @@ def register(sub) -> None:
                    "cosine cycle of them, and never while the score rose in each of the last 3; 0 = run to the cap)")
     p.add_argument("--eval-epochs", type=float, default=1.0, help="epochs of the training set between evaluations (at least 4 per cosine cycle)")
     p.add_argument("--time-budget", type=float, default=0.0, help="seconds of training after which the run ends at its next evaluation (0 = none)")
+    p.add_argument("--trial", default=None, metavar="TRIAL_ID", help="retrain this trial's config (a trial id from the leaderboard) "
+                   "instead of the best one's")
     p.add_argument("--name", default="retrain", help="run name under EXP/retrain; the same name resumes")
     p.add_argument("--out", default=None, help="exported model path (default: the run folder's model.pt2)")
     p.add_argument("--data", default=None, help="train on this dataset instead of the sweep's (same charset)")
@@ -36,7 +38,7 @@ def run(args) -> None:
     experiment = load_sweep(args.exp)["settings"]["name"] if uri else None  # the sweep's trials are runs there too
     with tracking.train_run(uri, experiment, f"retrain/{args.name}", storage.join(storage.normalize(args.exp), "retrain", args.name)) as logs:
         s = retrain(args.exp, args.workers, args.gpus_per_worker, args.max_steps, args.patience, args.name, args.out, args.test, args.data, logs,
-                    time_budget_s=args.time_budget, eval_epochs=args.eval_epochs, init_from=init_from)
+                    time_budget_s=args.time_budget, eval_epochs=args.eval_epochs, init_from=init_from, trial=args.trial)
         for log in logs:
             log.log_file(s["model"])
     m = s["best_metrics"]
