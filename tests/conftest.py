@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import http.server
+import logging
 import os
 import re
 import subprocess
 import sys
+import threading
 
 import pytest
 
@@ -28,9 +31,10 @@ def easy_data(tmp_path_factory):
 @pytest.fixture(scope="session")
 def exp(easy_data, tmp_path_factory):
     """One real 6-trial TPE + ASHA sweep (subprocess driver, TINY trials) that the results, export, retrain and
-    convergence tests read; tests that write into it (retrain, export) use names of their own."""
+    convergence tests read; tests that write into it (retrain, export) use names of their own. 1-worker trials, two
+    at a time: DDP in a trial is tested where it is the subject (test_train, test_sweep, test_sweep_resume)."""
     storage = tmp_path_factory.mktemp("exp")
-    cli("sweep", "--storage", storage, "--name", "s", "--data", easy_data, "--num-samples", 6, *FLAGS)
+    cli("sweep", "--storage", storage, "--name", "s", "--data", easy_data, "--num-samples", 6, "--workers-per-trial", 1, *FLAGS)
     return storage / "s"
 
 
@@ -60,3 +64,53 @@ def png_files(items, folder) -> list:
         paths.append(folder / f"c{i}.png")
         paths[-1].write_bytes(png)
     return paths
+
+
+# ---- an S3 server on 127.0.0.1, and one that refuses everything (the cluster and multinode tests) ----
+
+BUCKET = "captcha-tune-test"
+
+
+class _Deny(http.server.BaseHTTPRequestHandler):
+    """Answers every S3 request with 403 AccessDenied, like a bucket the node's credentials may not touch."""
+
+    def _deny(self):
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        body = b"<?xml version='1.0'?><Error><Code>AccessDenied</Code><Message>Access Denied</Message></Error>"
+        self.send_response(403)
+        self.send_header("Content-Type", "application/xml")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _deny
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture(scope="module")
+def s3():
+    """Environment for an S3-compatible (moto) server on 127.0.0.1 with one bucket (BUCKET); also set in os.environ.
+    `deny`: the URL of a server that refuses every request."""
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one line per S3 request otherwise
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    deny = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Deny)
+    threading.Thread(target=deny.serve_forever, daemon=True).start()
+    host, port = server.get_host_and_port()
+    env = dict(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", AWS_DEFAULT_REGION="us-east-1",
+               AWS_REGION="us-east-1", AWS_EC2_METADATA_DISABLED="true", AWS_ENDPOINT_URL=f"http://{host}:{port}")
+    boto3.client("s3", endpoint_url=env["AWS_ENDPOINT_URL"], region_name="us-east-1",
+                 aws_access_key_id="testing", aws_secret_access_key="testing").create_bucket(Bucket=BUCKET)
+    with pytest.MonkeyPatch.context() as mp:
+        for k, v in env.items():
+            mp.setenv(k, v)
+        mp.delenv("AWS_ENDPOINT_URL_S3", raising=False)
+        yield dict(env, deny=f"http://127.0.0.1:{deny.server_address[1]}")
+    deny.shutdown()
+    server.stop()

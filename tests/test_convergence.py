@@ -30,12 +30,15 @@ def test_stop_reason_waits_out_a_cycle_and_a_rising_score():
     assert stop_reason(cfg.replace(patience=0), 500, 9, flat, 0) is None  # patience 0: run to the cap
 
 
-def test_a_retrain_cap_shorter_than_one_cycle_is_one_line(exp):
+def test_a_retrain_cap_shorter_than_one_cycle_or_an_unknown_trial_is_one_line(exp):
     from conftest import cli
 
     proc = cli("retrain", exp, "--max-steps", 1, check=False)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert "--max-steps 1 is shorter than one warmup + one cosine period" in proc.stderr and "use at least" in proc.stderr
+    proc = cli("retrain", exp, "--trial", "nosuch", check=False)
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr[-2000:]
+    assert proc.stderr.startswith("error: --trial nosuch: no such trial with a checkpoint in ") and "best first: " in proc.stderr
 
 
 @pytest.fixture(scope="module")
@@ -52,15 +55,14 @@ def memorisable(easy_data, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def calm(easy_data, tmp_path_factory):
-    """A 1-trial sweep whose config is a CTC head at peak_lr 1e-3: the session sweep's best trial may use an LR that
+def calm(exp):
+    """The session sweep's recommended trial (a CTC head at peak_lr 1e-3): the sweep's best trial may use an LR that
     turns NaN on a set it has memorised (a retrain then keeps its best checkpoint, but ends 'diverged')."""
-    from conftest import FLAGS, cli
+    from results.experiment import load, load_sweep, matches
 
-    storage = tmp_path_factory.mktemp("calm")
-    cli("sweep", "--storage", storage, "--name", "calm", "--data", easy_data, "--num-samples", 1, "--workers-per-trial", 1,
-        "--bound", "head=ctc", "--bound", "peak_lr=1e-3:1e-3", *FLAGS)
-    return storage / "calm"
+    trials, _ = load(exp)
+    (trial_id,) = [r["trial_id"] for _, r in trials.iterrows() if matches(r, load_sweep(exp)["recommended"])]
+    return exp, trial_id
 
 
 def test_retrain_stops_on_a_plateau_says_so_and_keeps_its_best(calm, memorisable):
@@ -70,8 +72,10 @@ def test_retrain_stops_on_a_plateau_says_so_and_keeps_its_best(calm, memorisable
 
     from conftest import cli
 
-    proc = cli("retrain", calm, "--name", "plateau", "--data", memorisable, "--patience", 2, "--eval-epochs", 4, timeout=900)
-    run = calm / "retrain" / "plateau"
+    exp, trial_id = calm
+    proc = cli("retrain", exp, "--trial", trial_id, "--name", "plateau", "--data", memorisable, "--patience", 2, "--eval-epochs", 4, timeout=900)
+    assert f"retraining trial {trial_id}'s config" in proc.stdout
+    run = exp / "retrain" / "plateau"
     summary = json.loads((run / "summary.json").read_text())
     assert summary["ended"]["kind"] == "plateau", summary["ended"]
     assert "retrain ended: plateau: no better val_score in" in proc.stdout

@@ -1,32 +1,36 @@
-"""A sweep on a local multi-node cluster (a 0-CPU head and two 1-CPU worker nodes) with all its storage in an
-S3 bucket (a moto server on 127.0.0.1): every trial trains on a worker node, never on the head; the sweep state,
+"""The suite's one local multi-node cluster (`cluster.local`: a 0-CPU head and two 1-CPU worker nodes), in the order
+its tests need it. First the cluster as a separate driver sees it through RAY_ADDRESS (3 alive nodes, 2 CPUs, the
+head alone pinning trial actors), and `check_storage` from every node, naming the node refused access. Then a sweep
+on it with all its storage in an S3 bucket (a moto server on 127.0.0.1): every trial trains on a worker node, never on the head; the sweep state,
 every trial's checkpoints and the experiment state land in the bucket; `results` and `export`, run later from a
 process with no Ray cluster, read it back from there. Losing the node a trial runs on costs that trial only a
 restart from its last checkpoint on the other node: the sweep finishes, the trial completes with start_step > 0
 on the surviving node, and the trial that had finished before is kept (the trial's own actor and its Train
 controller were on the head, which the test checks: a trial whose actor is lost is not retried). A bucket that does not exist, or an S3
-endpoint that answers nothing, makes `captcha-tune sweep` exit 2 with one line within a minute."""
+endpoint that answers nothing, makes `captcha-tune sweep` exit 2 with one line within a minute. Last, a killed
+worker node is marked dead and `stop()` ends every process the cluster recorded."""
 
 from __future__ import annotations
 
 import io
 import json
-import logging
 import os
 import re
 import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pandas as pd
+import psutil
 import pytest
 import torch
 
 from cluster import local
-from conftest import TINY, cli
+from conftest import BUCKET, TINY, cli
 
-BUCKET = "captcha-tune-multinode"
+REPO = Path(__file__).resolve().parents[1]
 EXP = f"s3://{BUCKET}/exp"
 LOSS_STEPS = 100  # the node-loss sweep's budget: long enough to kill a node after its first checkpoint
 
@@ -68,27 +72,6 @@ def actors(cluster) -> set[tuple[str, str]]:
 
 
 @pytest.fixture(scope="module")
-def s3():
-    """A moto S3 server on 127.0.0.1 with one bucket; its AWS_* variables are set in os.environ meanwhile."""
-    import boto3
-    from moto.server import ThreadedMotoServer
-
-    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one line per S3 request otherwise
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    env = dict(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", AWS_DEFAULT_REGION="us-east-1",
-               AWS_REGION="us-east-1", AWS_EC2_METADATA_DISABLED="true", AWS_ENDPOINT_URL=f"http://{host}:{port}")
-    with pytest.MonkeyPatch.context() as mp:
-        for k, v in env.items():
-            mp.setenv(k, v)
-        mp.delenv("AWS_ENDPOINT_URL_S3", raising=False)
-        boto3.client("s3").create_bucket(Bucket=BUCKET)
-        yield env
-    server.stop()
-
-
-@pytest.fixture(scope="module")
 def data(s3, easy_data):
     """The session's small easy dataset, uploaded to the bucket for every node to read."""
     from trainable import storage
@@ -103,10 +86,11 @@ def cluster(s3, tmp_path_factory):
     """A 0-CPU head and two 1-CPU worker nodes that see the S3 server; a lost node is declared dead after ~5
     missed 1-second health checks instead of Ray's default ~15 s."""
     state_dir = str(tmp_path_factory.mktemp("local-cluster"))
-    env = dict(s3, RAY_health_check_period_ms="1000", RAY_health_check_failure_threshold="5")
+    env = {k: v for k, v in s3.items() if k.startswith("AWS_")}
+    env |= {"RAY_health_check_period_ms": "1000", "RAY_health_check_failure_threshold": "5"}
     state = local.start(workers=2, cpus_per_worker_node=1, head_cpus=0, state_dir=state_dir, env=env, timeout_s=150)
     yield dict(state, state_dir=state_dir, ids={n["name"]: n["node_id"] for n in state["nodes"]})
-    local.stop(state_dir)
+    local.stop(state_dir)  # a no-op after the last test, which stops it itself
 
 
 @pytest.fixture(scope="module")
@@ -118,6 +102,71 @@ def sweep(cluster, data):
     print(f"sweep mn: {time.monotonic() - t0:.0f} s")
     return f"{EXP}/mn"
 
+
+# ---- the cluster as a driver sees it, and the storage check from each of its nodes ----
+
+DRIVER = r"""
+import json, sys
+import ray
+from cluster.connect import HEAD_RESOURCE, init_ray, on_head
+from cluster.storage_check import StorageError, check_storage
+
+good, missing, deny = sys.argv[1:4]
+
+def error(path):
+    try:
+        check_storage(path, timeout_s=30)
+    except StorageError as e:
+        return str(e)
+
+init_ray()  # RAY_ADDRESS (and RAY_AUTH_MODE) from the environment
+alive = [n for n in ray.nodes() if n["Alive"]]
+out = dict(alive=len(alive), cpus=ray.cluster_resources().get("CPU", 0),
+           names=sorted(k for n in alive for k in n["Resources"] if k in ("node:head", "node:worker1", "node:worker2")),
+           checked=check_storage(good), missing=error(missing),
+           pinned=[k for n in alive for k in ("node:head", "node:worker1", "node:worker2") if k in n["Resources"] and HEAD_RESOURCE in n["Resources"]],
+           on_head=on_head())
+ray.shutdown()
+# the driver keeps the good endpoint; tasks on the nodes get one that refuses every request
+ray.init(logging_level="ERROR", log_to_driver=False, runtime_env={"env_vars": {"AWS_ENDPOINT_URL": deny}})
+out["denied"] = error(good)
+ray.shutdown()
+ray.init(address="local", num_cpus=1, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+out["plain_on_head"] = on_head()  # a Ray started without the head's resource: no pinning, one warning line
+print(json.dumps(out))
+"""
+
+
+@pytest.fixture(scope="module")
+def driver_report(cluster, s3):
+    """What a separate driver process, connected through RAY_ADDRESS, sees of the cluster and the storage."""
+    env = {**os.environ, **cluster["env"]}
+    args = [sys.executable, "-c", DRIVER, f"s3://{BUCKET}/runs", "s3://no-such-bucket/runs", s3["deny"]]
+    out = subprocess.run(args, env=env, cwd=REPO, capture_output=True, text=True, timeout=150)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return dict(json.loads(out.stdout.strip().splitlines()[-1]), stderr=out.stderr)
+
+
+def test_local_cluster_has_a_cpu_less_head_and_two_worker_nodes(cluster, driver_report):
+    assert cluster["address"].startswith("127.0.0.1:") and cluster["env"]["RAY_ADDRESS"] == cluster["address"]
+    assert [n["name"] for n in cluster["nodes"]] == ["head", "worker1", "worker2"]
+    assert driver_report["alive"] == 3 and driver_report["cpus"] == 2
+    assert driver_report["names"] == ["node:head", "node:worker1", "node:worker2"]
+    # the head alone declares the resource that pins a trial's actor to it; elsewhere the sweep warns and runs unpinned
+    assert driver_report["pinned"] == ["node:head"] and driver_report["on_head"] == {"captcha_tune_head": 0.001}
+    assert driver_report["plain_on_head"] == {} and driver_report["stderr"].count("no node declares the captcha_tune_head") == 1
+
+
+def test_storage_check_runs_on_every_node_and_names_the_one_that_fails(driver_report):
+    checked = driver_report["checked"]
+    assert checked[0] == "the driver" and len(checked) == 4 and all(c.startswith("node ") for c in checked[1:])
+    assert driver_report["missing"].startswith("storage s3://no-such-bucket/runs is not writable from the driver: ")
+    denied = driver_report["denied"]
+    assert denied.startswith(f"storage s3://{BUCKET}/runs is not writable from node ") and "\n" not in denied
+    assert "ACCESS_DENIED" in denied.upper().replace(" ", "_") and denied.endswith("credentials in the environment")
+
+
+# ---- a sweep on it, with its storage in the bucket ----
 
 def test_unreachable_storage_fails_the_sweep_fast_in_one_line(s3, data):
     closed = socket.socket()
@@ -232,3 +281,33 @@ def test_losing_a_node_costs_a_trial_only_a_restart_from_its_checkpoint(cluster,
     for tid in (first_trial, victim):
         summary = json.loads(storage.read_text(f"{exp}/train/{tid}/summary.json"))
         assert summary["run_path"] == f"{exp}/train/{tid}" and summary["best_checkpoint"].startswith(f"{exp}/train/{tid}/checkpoint_")
+
+
+def test_killed_node_is_marked_dead_and_stop_ends_every_recorded_process(cluster):
+    """Last in the module: it ends the cluster."""
+    state_dir = cluster["state_dir"]
+    # 1) lose a worker node that is still alive (the node-loss test took the other): its processes are gone at once,
+    #    and the GCS marks the node dead
+    alive = [n["name"] for n in local.nodes(cluster["env"]) if n["alive"] and n["name"] != "head"]
+    assert alive, "no worker node left alive"
+    victim, others = alive[-1], ["head", *alive[:-1]]
+    killed = local.kill_node(state_dir, victim)
+    assert killed and not [p for p in killed if psutil.pid_exists(p) and psutil.Process(p).status() != "zombie"]
+    listed = local.nodes(cluster["env"], alive=others, dead=[victim], timeout_s=60)
+    assert [n["alive"] for n in listed if n["node_id"] == cluster["ids"][victim]] == [False]
+    # 2) stop: every recorded process (same PID and start time) is gone, and so is every process of the sessions
+    state = json.loads((Path(state_dir) / local.STATE_FILE).read_text())
+    recorded = [(pid, started) for n in state["nodes"] for pid, started in n["pids"]]
+    assert len(recorded) >= 3 * 3
+    local.stop(state_dir)
+
+    def running(pid, started):
+        try:
+            p = psutil.Process(pid)
+            return abs(p.create_time() - started) < 0.01 and p.status() != psutil.STATUS_ZOMBIE
+        except psutil.Error:
+            return False
+
+    assert not [pid for pid, started in recorded if running(pid, started)]
+    assert not [p for n in state["nodes"] for p in local._session_processes(n["sid"])]
+    assert not (Path(state_dir) / local.STATE_FILE).exists() and not os.path.exists(state["temp_dir"])

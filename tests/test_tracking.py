@@ -1,5 +1,5 @@
 """Tracking on real services, and extending a sweep: `--mlflow` logs a tiny sweep's trials (the sweep extended from
-2 to 3 trials by re-running it with a larger --num-samples, which keeps the finished ones), a `train` and a `retrain` into a real MLflow
+1 to 2 trials by re-running it with a larger --num-samples, which keeps the finished ones), a `train` and a `retrain` into a real MLflow
 sqlite store (read back with mlflow.search_runs), and optuna-dashboard serves the sweep's live study over HTTP.
 The commands run in this process (captcha_tune.cli.main) on one Ray started for the module."""
 
@@ -55,13 +55,13 @@ FINISHED = {}  # summary.json -> mtime of the trials the first run of `exp` fini
 
 @pytest.fixture(scope="module")
 def exp(easy_data, store, tmp_path_factory):
-    """A 2-trial sweep logged to MLflow, then extended to 3 by the same command with a larger --num-samples (Tune
+    """A 1-trial sweep logged to MLflow, then extended to 2 by the same command with a larger --num-samples (Tune
     restores it, with the callbacks of its first run). No ASHA: each trial reports at every evaluation."""
     storage = tmp_path_factory.mktemp("exp")
-    for n in (2, 3):
+    for n in (1, 2):
         captcha_tune("sweep", "--storage", storage, "--name", "tracked", "--data", easy_data, "--num-samples", n,
-                     "--scheduler", "none", "--mlflow", store, *FLAGS)
-        if n == 2:
+                     "--workers-per-trial", 1, "--scheduler", "none", "--mlflow", store, *FLAGS)
+        if n == 1:
             FINISHED.update({p: os.path.getmtime(p) for p in glob.glob(str(storage / "tracked" / "train" / "*" / "summary.json"))})
     return storage / "tracked"
 
@@ -72,23 +72,24 @@ def test_extending_keeps_the_finished_trials_and_refuses_other_settings(exp, eas
     from results.experiment import load
 
     trials, _ = load(exp)
-    assert len(FINISHED) == 2 and len(trials) == 3 and (trials["status"] == "completed").all()
-    for path, mtime in FINISHED.items():  # the first two were kept, not rerun
+    assert len(FINISHED) == 1 and len(trials) == 2 and (trials["status"] == "completed").all()
+    for path, mtime in FINISHED.items():  # the first was kept, not rerun
         assert os.path.getmtime(path) == mtime
-    assert len(optuna.load_study(study_name="captcha-tune-tracked", storage=f"sqlite:///{exp}/optuna.db").trials) == 3
+    assert len(optuna.load_study(study_name="captcha-tune-tracked", storage=f"sqlite:///{exp}/optuna.db").trials) == 2
     base = ["sweep", "--storage", exp.parent, "--name", "tracked", "--data", easy_data, "--scheduler", "none", "--mlflow", store, *FLAGS]
-    for flags, msg in [(["--num-samples", 1], "can only grow"), (["--num-samples", 4, "--seed", 1], "--seed 0, not 1"),
-                       (["--num-samples", 4, "--bound", "peak_lr=1e-4:1e-3"], "another search space (peak_lr")]:
+    base += ["--workers-per-trial", 1]
+    for flags, msg in [(["--num-samples", 1], "can only grow"), (["--num-samples", 3, "--seed", 1], "--seed 0, not 1"),
+                       (["--num-samples", 3, "--bound", "peak_lr=1e-4:1e-3"], "another search space (peak_lr")]:
         with pytest.raises(SystemExit) as e:
             captcha_tune(*base, *flags)
         err = own_output(capsys.readouterr().err)
         assert e.value.code == 2 and msg in err and "Traceback" not in err, err[-3000:]
-    assert len(load(exp)[0]) == 3, "a refused run changed nothing"
+    assert len(load(exp)[0]) == 2, "a refused run changed nothing"
 
 
 def test_sweep_logs_each_trial_with_params_and_a_metric_history(exp):
     runs = mlflow.search_runs(experiment_names=["tracked"], filter_string="tags.trial_name LIKE 'run_trial_%'")  # not a retrain
-    assert len(runs) == 3 and (runs["status"] == "FINISHED").all()  # one run per trial, the restored sweep's too
+    assert len(runs) == 2 and (runs["status"] == "FINISHED").all()  # one run per trial, the restored sweep's too
     space = json.loads((exp / "sweep.json").read_text())["space"]
     for name in ("peak_lr", "warmup_steps", "head"):  # the searched config, one param each
         assert name in space and runs[f"params.{name}"].notna().all(), name
@@ -164,10 +165,10 @@ def test_optuna_dashboard_serves_the_live_study(exp):
                 time.sleep(0.5)
         assert [s["study_name"] for s in studies] == ["captcha-tune-tracked"]
         detail = get(f"http://127.0.0.1:{port}/api/studies/{studies[0]['study_id']}")
-        assert detail["name"] == "captcha-tune-tracked" and len(detail["trials"]) == 3
+        assert detail["name"] == "captcha-tune-tracked" and len(detail["trials"]) == 2
         assert [t["values"] for t in detail["trials"]] == [t.values for t in study.trials]
         assert {t["state"] for t in detail["trials"]} == {"Complete"}
-        assert [len(t["intermediate_values"]) for t in detail["trials"]] == [REPORTS] * 3  # the learning curves
+        assert [len(t["intermediate_values"]) for t in detail["trials"]] == [REPORTS] * 2  # the learning curves
     finally:
         server.terminate()
         server.wait(timeout=30)
