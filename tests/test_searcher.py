@@ -86,6 +86,25 @@ def test_tpe_uses_the_startup_count_of_the_budget(tmp_path):
     assert search._sampler._n_startup_trials == 10
 
 
+@pytest.mark.parametrize("winner", ["multilabel", "ctc"])
+def test_startup_draws_take_the_head_of_the_best_start_point_and_draw_the_ranges(tmp_path, winner):
+    """After the start points (the reference's multilabel head, the recommended CTC head) the start-up draw keeps the
+    head that scored better and draws the ranges at random; after start-up, the head that ended below half the best
+    is not drawn again."""
+    space = materialize(parse_space(), 1200)
+    s = SweepSettings(name="t", searcher="tpe", num_samples=8, optuna_storage=f"sqlite:///{tmp_path}/study.db")
+    search = build_searcher(s, space, start_points(space, 1200, TrainConfig()), str(tmp_path))
+    for i in range(2):
+        config = search.suggest(f"t{i}")
+        search.on_trial_complete(f"t{i}", dict(val_score=0.9 if config["head"] == winner else 0.05, step=1200))
+    drawn = search.suggest("t2")  # startup_trials(8, 2) == 3: the one random draw
+    assert drawn["head"] == winner and drawn["peak_lr"] != 1e-3 and drawn["augment"] not in (0.0, 0.3), drawn
+    assert ("focal_gamma" in drawn) == (winner == "multilabel")
+    search.on_trial_complete("t2", dict(val_score=0.5, step=1200))
+    later = [search.suggest(f"t{i}") for i in range(3, 8)]  # TPE's draws
+    assert [c["head"] for c in later] == [winner] * 5, later
+
+
 def test_the_gp_models_peak_lr_over_both_heads(tmp_path):
     """Per-head ranges would drop peak_lr from the GP's model (Optuna's intersection search space); the GP searches
     its envelope instead, so after trials of both heads peak_lr is still in its relative search space."""
