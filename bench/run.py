@@ -14,7 +14,7 @@ from pathlib import Path
 
 from bench.common import RESULTS, machine, read_json
 
-NAMES = ("data", "throughput", "overhead", "search")  # the order they run in; accuracy.json and sequence.json come from their own commands
+NAMES = ("data", "throughput", "overhead", "search")  # the order they run in; accuracy.json, sequence.json and sweeps.json come from their own commands
 
 
 def fmt(value) -> str:
@@ -26,7 +26,7 @@ def fmt(value) -> str:
 
 
 def summary(out: Path) -> str:
-    results = {name: r for name in NAMES + ("accuracy", "sequence") if (r := read_json(out, name))}
+    results = {name: r for name in NAMES + ("accuracy", "sequence", "sweeps") if (r := read_json(out, name))}
     m = machine()
     lines = ["# Benchmarks", "", f"Machine: `{m['platform']}`, {m['cpu']}, {m['cores']} cores; torch {m['torch']}, ray {m['ray']}, "
              f"Python {m['python']}; summary written {m['date']}.", "", "| benchmark | figure | value | goal | met? |", "|---|---|---|---|---|"]
