@@ -8,6 +8,9 @@ import json
 import math
 from typing import TYPE_CHECKING
 
+import optuna
+from optuna.distributions import CategoricalDistribution
+from optuna.trial import TrialState
 from ray.air.constants import TRAINING_ITERATION
 from ray.tune.search import SearchGenerator
 from ray.tune.search.optuna import OptunaSearch
@@ -23,7 +26,7 @@ if TYPE_CHECKING:
     from search.sweep import SweepSettings
 
 SEARCHERS = ("tpe", "gp", "random")
-# The choice rules of the TPE sampler (choice_sampler); dev/sim_searcher.py turns them off to compare.
+# The choice rules of the TPE sampler (ChoiceTPE); dev/sim_searcher.py turns them off to compare.
 FOLLOW_BEST_CHOICE = True  # start-up draws take each choice from the best finished trial
 RETIRE_LOSING_CHOICES = True  # a choice whose every finished trial ended below half the best is not drawn again
 
@@ -116,7 +119,26 @@ def startup_trials(num_samples: int, n_points: int) -> int:
     return n_points + min(10, max(1, round(num_samples / 6)))
 
 
-def choice_sampler(n_startup_trials: int, **kwargs):
+def _finished(study, name: str) -> tuple[list, list, int]:
+    """(trials that ended, COMPLETE ones with a value and `name`, best first; the sign that makes larger better)."""
+    ended = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
+    sign = 1 if study.direction == optuna.study.StudyDirection.MAXIMIZE else -1
+    done = sorted((t for t in ended if t.state == TrialState.COMPLETE and t.value is not None and name in t.params),
+                  key=lambda t: -sign * t.value)
+    return ended, done, sign
+
+
+def _retired(done: list, name: str, sign: int) -> set:
+    """The values of `name` whose every finished trial ended below half the best trial's value."""
+    if not done or sign * done[0].value <= 0:
+        return set()
+    tried: dict = {}
+    for t in done:
+        tried.setdefault(t.params[name], []).append(sign * t.value)
+    return {v for v, values in tried.items() if max(values) < sign * done[0].value / 2}
+
+
+class ChoiceTPE(optuna.samplers.TPESampler):
     """TPE (multivariate, grouped) with two rules for choice settings (head, img_height, sequence, ...):
 
     - Start-up random draws take each choice from the best finished trial so far and draw only the ranges. The start
@@ -133,51 +155,31 @@ def choice_sampler(n_startup_trials: int, **kwargs):
     Simulated 8-trial sweeps (dev/sim_searcher.py, 40 each, a caricature of the measured sweeps): multilabel draws a
     sweep after the start points / sweeps with more than one trial below half the best: plain TPE 1.00 / 31 of 40;
     start-up rule 0.45 / 13; both rules 0.00 / 0 (by construction there: every multilabel trial is below half)."""
-    import optuna
-    from optuna.distributions import CategoricalDistribution
-    from optuna.trial import TrialState
 
-    def finished(study, name):
-        """(trials that ended, COMPLETE ones with a value and `name`, best first by the study's direction)."""
-        ended = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
-        sign = 1 if study.direction == optuna.study.StudyDirection.MAXIMIZE else -1
-        done = sorted((t for t in ended if t.state == TrialState.COMPLETE and t.value is not None and name in t.params),
-                      key=lambda t: -sign * t.value)
-        return ended, done, sign
+    def __init__(self, n_startup_trials: int, **kwargs):
+        super().__init__(n_startup_trials=n_startup_trials, multivariate=True, group=True, **kwargs)
+        self.startup = n_startup_trials
 
-    def retired(done, name, sign) -> set:
-        if not done or sign * done[0].value <= 0:
-            return set()
-        tried = {}
-        for t in done:
-            tried.setdefault(t.params[name], []).append(sign * t.value)
-        return {v for v, values in tried.items() if max(values) < sign * done[0].value / 2}
+    def sample_relative(self, study, trial, search_space):
+        params = super().sample_relative(study, trial, search_space)
+        for name, value in params.items():
+            if RETIRE_LOSING_CHOICES and isinstance(search_space[name], CategoricalDistribution):
+                _, done, sign = _finished(study, name)
+                if value in _retired(done, name, sign):
+                    params[name] = done[0].params[name]
+        return params
 
-    class Sampler(optuna.samplers.TPESampler):
-        def sample_relative(self, study, trial, search_space):
-            params = super().sample_relative(study, trial, search_space)
-            for name, value in params.items():
-                if RETIRE_LOSING_CHOICES and isinstance(search_space[name], CategoricalDistribution):
-                    _, done, sign = finished(study, name)
-                    if value in retired(done, name, sign):
-                        params[name] = done[0].params[name]
-            return params
-
-        def sample_independent(self, study, trial, param_name, param_distribution):
-            if isinstance(param_distribution, CategoricalDistribution):
-                ended, done, sign = finished(study, param_name)
-                if done and FOLLOW_BEST_CHOICE and len(ended) < n_startup_trials:
-                    return done[0].params[param_name]
-                value = super().sample_independent(study, trial, param_name, param_distribution)
-                return done[0].params[param_name] if RETIRE_LOSING_CHOICES and value in retired(done, param_name, sign) else value
+    def sample_independent(self, study, trial, param_name, param_distribution):
+        if not isinstance(param_distribution, CategoricalDistribution):
             return super().sample_independent(study, trial, param_name, param_distribution)
-
-    return Sampler(n_startup_trials=n_startup_trials, multivariate=True, group=True, **kwargs)
+        ended, done, sign = _finished(study, param_name)
+        if done and FOLLOW_BEST_CHOICE and len(ended) < self.startup:
+            return done[0].params[param_name]
+        value = super().sample_independent(study, trial, param_name, param_distribution)
+        return done[0].params[param_name] if RETIRE_LOSING_CHOICES and value in _retired(done, param_name, sign) else value
 
 
 def build_searcher(s: SweepSettings, space: dict, points: list[dict], exp: str):
-    import optuna
-
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # the sweep's console shows Tune's table, not a line per study event
 
     if s.searcher == "random":
@@ -190,7 +192,7 @@ def build_searcher(s: SweepSettings, space: dict, points: list[dict], exp: str):
         space = {name: dataclasses.replace(p, per=()) for name, p in space.items()}
     else:
         # group=True: the focal settings exist only in multilabel trials, and grouped TPE models each subspace apart
-        sampler = choice_sampler(startup_trials(s.num_samples, len(points)), seed=s.seed)
+        sampler = ChoiceTPE(startup_trials(s.num_samples, len(points)), seed=s.seed)
     # The live study goes next to the experiment (optuna-dashboard sqlite:///EXP/optuna.db) when it is local.
     url = warm_start.study_url(exp, s.optuna_storage)
     db = optuna.storages.RDBStorage(url) if url else None  # None: in memory (an s3:// experiment without --optuna-storage)

@@ -15,6 +15,9 @@ import pytest
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ["RAY_ADDRESS"] = ""  # tests never join a stray cluster, even from a shell that exported one
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+# TINY runs report every ~0.3 s of training: the Train controller collects reports at its poll (cluster/connect.py
+# TRAIN_ENV, 0.5 s for real runs), so tests poll faster rather than wait on it
+os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.1")
 
 # A model and budget that learn something on 2 CPU cores within seconds.
 TINY = dict(channels=8, max_steps=40, eval_every=10, warmup_steps=4, cosine_period=40, batch_size=32)

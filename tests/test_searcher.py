@@ -101,6 +101,8 @@ def test_startup_draws_take_the_head_of_the_best_start_point_and_draw_the_ranges
     assert drawn["head"] == winner and drawn["peak_lr"] != 1e-3 and drawn["augment"] not in (0.0, 0.3), drawn
     assert ("focal_gamma" in drawn) == (winner == "multilabel")
     search.on_trial_complete("t2", dict(val_score=0.5, step=1200))
+    search.save(str(tmp_path / "searcher.pkl"))  # Tune checkpoints the searcher, sampler included
+    search.restore(str(tmp_path / "searcher.pkl"))
     later = [search.suggest(f"t{i}") for i in range(3, 8)]  # TPE's draws
     assert [c["head"] for c in later] == [winner] * 5, later
 
