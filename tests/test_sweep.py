@@ -10,7 +10,7 @@ import pytest
 import ray.cloudpickle
 import ray.train
 
-from conftest import TINY, cli
+from conftest import TINY
 from search.sweep import SweepSettings, run_sweep
 from trainable.config import TrainConfig
 from trainable.driver import RunSettings, run_training
@@ -76,10 +76,14 @@ def test_impossible_request_fails_fast_with_what_exists(easy_data, tmp_path):
     assert time.time() - t0 < 30
 
 
-def test_bad_bounds_rejected_before_ray(tmp_path):
+def test_bad_bounds_rejected_before_ray(tmp_path, capsys):
+    from captcha_tune.cli import main
+
     for bound, msg in [("peak_lr=1e-2:1e-4", "min"), ("warmup_steps=-0.1:0.1", ">= 0"), ("nosuch=1:2", "unknown search parameter"),
                        ("loss=focal,xx", "loss='xx' can't be trained: loss must be 'focal' or 'ce'"),
                        ("head=ctc,rnn", "head='rnn' can't be trained"), ("augment=-1:0.5", ">= 0")]:
-        proc = cli("sweep", "--storage", tmp_path, "--bound", bound, check=False, timeout=60)
-        assert proc.returncode == 2 and msg in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+        with pytest.raises(SystemExit) as e:  # the command itself, in this process: no subprocess start-up per bound
+            main(["sweep", "--storage", str(tmp_path), "--bound", bound])
+        err = capsys.readouterr().err
+        assert e.value.code == 2 and msg in err and "Traceback" not in err and err.count("\n") == 1, err
     assert not os.path.exists(tmp_path / "sweep"), "nothing written for a rejected sweep"
