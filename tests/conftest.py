@@ -24,6 +24,21 @@ TINY = dict(channels=8, max_steps=40, eval_every=10, warmup_steps=4, cosine_peri
 FLAGS = [x for k, v in TINY.items() for x in (f"--{k.replace('_', '-')}", str(v))]  # TINY as command-line flags
 
 
+# The modules that start a Ray (in this process, or in the commands they run) or read the shared sweep. The suite runs
+# on 2 processes (pytest-xdist, pyproject's addopts): these modules form one group on one of them, in file order and
+# one at a time, as in a serial run, and the tests without Ray run on the other. Two Rays at once work (test_side_by_side)
+# but would halve each other's CPU on a 2-core machine, where Ray tests have start-up timeouts to meet.
+RAY_MODULES = {"test_convergence", "test_gpu_plan", "test_multinode", "test_results", "test_side_by_side", "test_sweep",
+               "test_sweep_diverged", "test_sweep_resume", "test_tracking", "test_train", "test_transfer", "test_trial_faults",
+               "test_warm_start"}
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if item.module.__name__ in RAY_MODULES or "exp" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.xdist_group("ray"))
+
+
 @pytest.fixture(scope="session")
 def easy_data(tmp_path_factory):
     from trainable.data import generate

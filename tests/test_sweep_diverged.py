@@ -17,7 +17,7 @@ def study(exp, name):
 
 
 def test_diverged_trials_are_the_worst_value_without_traceback(easy_data, tmp_path):
-    proc = cli("sweep", "--storage", tmp_path, "--name", "nan", "--data", easy_data, "--num-samples", 2, "--scheduler", "none",
+    proc = cli("sweep", "--storage", tmp_path, "--name", "nan", "--data", easy_data, "--num-samples", 2, "--workers-per-trial", 1, "--scheduler", "none",
                "--bound", "peak_lr=1e29:1e30", *FLAGS, check=False)
     assert "2 of 2 trials errored" in proc.stderr and "diverged" in proc.stderr, proc.stderr[-3000:]
     assert "Traceback" not in proc.stdout + proc.stderr, (proc.stdout + proc.stderr)[-5000:]
