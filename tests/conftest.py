@@ -33,7 +33,6 @@ RAY_MODULES = {"test_convergence", "test_gpu_plan", "test_multinode", "test_resu
                "test_warm_start"}
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the group marks (after it, the marks came too late)
 def pytest_collection_modifyitems(items):
     for item in items:
         if item.module.__name__ in RAY_MODULES or "exp" in getattr(item, "fixturenames", ()):
