@@ -58,7 +58,7 @@ ACTORS = r"""
 import json, os, ray
 from ray.util.state import list_actors
 ray.init(address=os.environ["RAY_ADDRESS"], logging_level="ERROR", log_to_driver=False)
-print(json.dumps([(a.class_name, a.node_id) for a in list_actors(limit=1000) if a.state == "ALIVE"]))
+print("ACTORS", json.dumps([(a.class_name, a.node_id) for a in list_actors(limit=1000) if a.state == "ALIVE"]))
 """
 
 
@@ -68,7 +68,9 @@ def actors(cluster) -> set[tuple[str, str]]:
                          text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     names = {i: n for n, i in cluster["ids"].items()}
-    return {(c, names.get(n, n)) for c, n in json.loads(out.stdout.strip().splitlines()[-1])}
+    # Ray may print its own lines (e.g. "raylet has lagging heartbeats") around ours: take the marked one.
+    line = next(x for x in out.stdout.splitlines() if x.startswith("ACTORS "))
+    return {(c, names.get(n, n)) for c, n in json.loads(line.removeprefix("ACTORS "))}
 
 
 @pytest.fixture(scope="module")
@@ -133,7 +135,7 @@ out["denied"] = error(good)
 ray.shutdown()
 ray.init(address="local", num_cpus=1, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
 out["plain_on_head"] = on_head()  # a Ray started without the head's resource: no pinning, one warning line
-print(json.dumps(out))
+print("REPORT", json.dumps(out))
 """
 
 
@@ -144,7 +146,8 @@ def driver_report(cluster, s3):
     args = [sys.executable, "-c", DRIVER, f"s3://{BUCKET}/runs", "s3://no-such-bucket/runs", s3["deny"]]
     out = subprocess.run(args, env=env, cwd=REPO, capture_output=True, text=True, timeout=150)
     assert out.returncode == 0, out.stderr[-3000:]
-    return dict(json.loads(out.stdout.strip().splitlines()[-1]), stderr=out.stderr)
+    line = next(x for x in out.stdout.splitlines() if x.startswith("REPORT "))
+    return dict(json.loads(line.removeprefix("REPORT ")), stderr=out.stderr)
 
 
 def test_local_cluster_has_a_cpu_less_head_and_two_worker_nodes(cluster, driver_report):
