@@ -185,6 +185,7 @@ def main() -> None:
     args = p.parse_args()
     if args.smoke:
         args.model, args.spec, args.n, args.minutes, args.feed_steps, args.share_minutes, args.trials = "small", "easy", 300, 0.01, 2, 0.03, [1, 2]
+    rate_steps = 3 if args.smoke else 30  # steps that time a config's step rate, which sizes its run
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")  # CPU: a smoke test of this script only
     torch.backends.cudnn.benchmark = True
     t0 = time.perf_counter()
@@ -204,7 +205,7 @@ def main() -> None:
                   feed_images_per_s=feed_rates, feed_ratio_gpu_resident_over_dataloader=feed_rates["gpu_resident"] / feed_rates["dataloader"], runs={})
     print(json.dumps({k: v for k, v in result.items() if k != "runs"}, indent=2), flush=True)
     for name in args.configs:
-        step_rate = rate(config(name, base, 100, 100), meta, resident(gpu_x, gpu_y, base.batch_size), val, device, 30)
+        step_rate = rate(config(name, base, 100, 100), meta, resident(gpu_x, gpu_y, base.batch_size), val, device, rate_steps)
         max_steps = max(20, int(step_rate * 0.9 * args.minutes * 60 / base.batch_size))  # ~10% goes to evaluation
         cfg = config(name, base, max_steps, min(args.eval_every, max(1, max_steps // 10)))
         print(f"{name}: {cfg.head} head, augment {cfg.augment}, {max_steps} steps, peak_lr {cfg.peak_lr:g}, "
@@ -215,7 +216,7 @@ def main() -> None:
         write_json(args.out, "gpu_train", result, plot(result))  # after each run: a cut-off command still leaves the runs done
     if args.trials:
         step_rate = result["runs"]["ctc"]["images_per_s"] if "ctc" in result["runs"] else \
-            rate(config("ctc", base, 100, 100), meta, resident(gpu_x, gpu_y, base.batch_size), val, device, 30)
+            rate(config("ctc", base, 100, 100), meta, resident(gpu_x, gpu_y, base.batch_size), val, device, rate_steps)
         del gpu_x, gpu_y  # the trial processes' turn on the card
         if device.type == "cuda":
             torch.cuda.empty_cache()

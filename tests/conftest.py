@@ -9,6 +9,7 @@ import re
 import subprocess
 import sys
 import threading
+import time
 
 import pytest
 
@@ -22,21 +23,6 @@ os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.1")
 # A model and budget that learn something on 2 CPU cores within seconds.
 TINY = dict(channels=8, max_steps=40, eval_every=10, warmup_steps=4, cosine_period=40, batch_size=32)
 FLAGS = [x for k, v in TINY.items() for x in (f"--{k.replace('_', '-')}", str(v))]  # TINY as command-line flags
-
-
-# The modules that start a Ray (in this process, or in the commands they run) or read the shared sweep. The suite runs
-# on 2 processes (pytest-xdist, pyproject's addopts): these modules form one group on one of them, in file order and
-# one at a time, as in a serial run, and the tests without Ray run on the other. Two Rays at once work (test_side_by_side)
-# but would halve each other's CPU on a 2-core machine, where Ray tests have start-up timeouts to meet.
-RAY_MODULES = {"test_convergence", "test_gpu_plan", "test_multinode", "test_results", "test_side_by_side", "test_sweep",
-               "test_sweep_diverged", "test_sweep_resume", "test_tracking", "test_train", "test_transfer", "test_trial_faults",
-               "test_warm_start"}
-
-
-def pytest_collection_modifyitems(items):
-    for item in items:
-        if item.module.__name__ in RAY_MODULES or "exp" in getattr(item, "fixturenames", ()):
-            item.add_marker(pytest.mark.xdist_group("ray"))
 
 
 @pytest.fixture(scope="session")
@@ -63,6 +49,48 @@ def cli(*args, timeout=600, env=None, check=True):
     if check and proc.returncode != 0:
         raise AssertionError(f"captcha-tune {' '.join(map(str, args))} exited {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
     return proc
+
+
+@pytest.fixture(scope="module")
+def module_ray():
+    """One embedded Ray for a module whose commands run in this process (`main`): it saves each command its
+    interpreter start and its own Ray (~10 s on 2 cores)."""
+    import ray
+
+    from cluster.connect import init_ray
+
+    init_ray(num_cpus=2)
+    yield
+    ray.shutdown()
+
+
+def main(*args) -> None:
+    """`captcha-tune ARGS` in this process (on `module_ray`'s Ray for a command that needs one)."""
+    from captcha_tune.cli import main
+
+    main(list(map(str, args)))
+
+
+def printed(capsys, last: str, wait_s: float = 20) -> str:
+    """What this process printed, up to `last`: the lines of Train's controller and workers reach it through Ray's log
+    forwarding, which may deliver them after the command returned."""
+    out, deadline = "", time.time() + wait_s
+    while True:
+        o = capsys.readouterr()
+        out += o.out + o.err
+        if last in out or time.time() > deadline:
+            return out
+        time.sleep(0.2)
+
+
+def cli_error(capsys, *args) -> tuple[int, str]:
+    """Run `captcha-tune ARGS` in this process for a command that must stop with a user error before Ray starts
+    (the same `main` as the command line, without ~4 s of interpreter start-up): (exit code, stderr). A command
+    that runs instead of stopping fails the test."""
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as e:
+        main(*args)
+    return e.value.code, capsys.readouterr().err
 
 
 # The prefix Ray puts on the output of its worker processes, which it echoes into the driver's stderr.

@@ -12,7 +12,8 @@ from results.experiment import load
 
 
 def test_a_sweep_and_a_train_side_by_side_both_finish(easy_data, tmp_path):
-    commands = {"sweep": ["sweep", "--storage", tmp_path, "--name", "a", "--data", easy_data, "--num-samples", 4, "--bound", "head=multilabel"],
+    commands = {"sweep": ["sweep", "--storage", tmp_path, "--name", "a", "--data", easy_data, "--num-samples", 4, "--workers-per-trial", 1,
+                          "--bound", "head=multilabel"],
                 "train": ["train", "--storage", tmp_path, "--name", "b", "--data-dir", easy_data, "--workers", 2]}
     procs = {name: subprocess.Popen([sys.executable, "-m", "captcha_tune", *map(str, args), *FLAGS], stdout=subprocess.PIPE,
                                     stderr=subprocess.STDOUT, text=True) for name, args in commands.items()}

@@ -14,7 +14,7 @@ import urllib.request
 
 import pytest
 
-from conftest import TINY, own_output
+from conftest import TINY, main, own_output
 
 mlflow = pytest.importorskip("mlflow")
 
@@ -22,15 +22,7 @@ FLAGS = [x for k, v in TINY.items() for x in (f"--{k.replace('_', '-')}", str(v)
 REPORTS = TINY["max_steps"] // TINY["eval_every"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def ray_once():
-    import ray
-
-    from cluster.connect import init_ray
-
-    init_ray(num_cpus=2)
-    yield
-    ray.shutdown()
+pytestmark = pytest.mark.usefixtures("module_ray")
 
 
 @pytest.fixture(scope="module")
@@ -44,12 +36,6 @@ def store(tmp_path_factory):
     os.chdir(cwd)
 
 
-def captcha_tune(*args):
-    from captcha_tune.cli import main
-
-    main([str(a) for a in args])
-
-
 FINISHED = {}  # summary.json -> mtime of the trials the first run of `exp` finished
 
 
@@ -59,7 +45,7 @@ def exp(easy_data, store, tmp_path_factory):
     restores it, with the callbacks of its first run). No ASHA: each trial reports at every evaluation."""
     storage = tmp_path_factory.mktemp("exp")
     for n in (1, 2):
-        captcha_tune("sweep", "--storage", storage, "--name", "tracked", "--data", easy_data, "--num-samples", n,
+        main("sweep", "--storage", storage, "--name", "tracked", "--data", easy_data, "--num-samples", n,
                      "--workers-per-trial", 1, "--scheduler", "none", "--mlflow", store, *FLAGS)
         if n == 1:
             FINISHED.update({p: os.path.getmtime(p) for p in glob.glob(str(storage / "tracked" / "train" / "*" / "summary.json"))})
@@ -81,7 +67,7 @@ def test_extending_keeps_the_finished_trials_and_refuses_other_settings(exp, eas
     for flags, msg in [(["--num-samples", 1], "can only grow"), (["--num-samples", 3, "--seed", 1], "--seed 0, not 1"),
                        (["--num-samples", 3, "--bound", "peak_lr=1e-4:1e-3"], "another search space (peak_lr")]:
         with pytest.raises(SystemExit) as e:
-            captcha_tune(*base, *flags)
+            main(*base, *flags)
         err = own_output(capsys.readouterr().err)
         assert e.value.code == 2 and msg in err and "Traceback" not in err, err[-3000:]
     assert len(load(exp)[0]) == 2, "a refused run changed nothing"
@@ -100,7 +86,7 @@ def test_sweep_logs_each_trial_with_params_and_a_metric_history(exp):
 
 
 def test_train_is_one_run_with_its_config_and_metrics_per_report(easy_data, store, tmp_path):
-    captcha_tune("train", "--data-dir", easy_data, "--storage", tmp_path, "--name", "one", "--mlflow", store, *FLAGS)
+    main("train", "--data-dir", easy_data, "--storage", tmp_path, "--name", "one", "--mlflow", store, *FLAGS)
     runs = mlflow.search_runs(experiment_names=["train"])
     assert len(runs) == 1 and runs["status"][0] == "FINISHED" and runs["tags.mlflow.runName"][0] == "one"
     assert runs["params.max_steps"][0] == str(TINY["max_steps"]) and runs["params.channels"][0] == str(TINY["channels"])
@@ -109,7 +95,7 @@ def test_train_is_one_run_with_its_config_and_metrics_per_report(easy_data, stor
 
 
 def test_retrain_logs_its_run_and_the_exported_model(exp, store):
-    captcha_tune("retrain", exp, "--max-steps", TINY["max_steps"], "--patience", 0, "--mlflow", store)
+    main("retrain", exp, "--max-steps", TINY["max_steps"], "--patience", 0, "--mlflow", store)
     runs = mlflow.search_runs(experiment_names=["tracked"], filter_string="tags.mlflow.runName = 'retrain/retrain'")
     assert len(runs) == 1 and runs["status"][0] == "FINISHED"
     run_id = runs["run_id"][0]

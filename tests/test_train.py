@@ -1,4 +1,5 @@
-"""`captcha-tune train` end to end: 2 gloo DDP workers on real Ray learn, checkpoint, and resume at the right step."""
+"""`captcha-tune train` end to end: 2 gloo DDP workers on real Ray learn, checkpoint, and resume at the right step.
+The commands run in this process (`main`) on one Ray started for the module (`module_ray`)."""
 
 import json
 import time
@@ -6,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from conftest import TINY, cli
+from conftest import TINY, cli_error, main, printed
 from results import checkpoints
 from trainable import checkpoint
 from trainable.data import load_split
@@ -20,14 +21,14 @@ def flags(d):
     return [x for k, v in d.items() for x in (f"--{k.replace('_', '-')}", v)]
 
 
-def test_train_learns_checkpoints_and_resumes(easy_data, tmp_path):
+def test_train_learns_checkpoints_and_resumes(module_ray, easy_data, tmp_path, capsys):
     # enough to learn on 2 cores in ~40 s: the default model width, softmax CE, a higher LR
     settings = {**TINY, "channels": 16, "batch_size": 64, "max_steps": 300, "cosine_period": 300, "eval_every": 100, "loss": "ce", "peak_lr": 3e-3}
-    proc = cli("train", "--data-dir", easy_data, "--workers", 2, "--storage", tmp_path, "--name", "run", *flags(settings))
+    main("train", "--data-dir", easy_data, "--workers", 2, "--storage", tmp_path, "--name", "run", *flags(settings))
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["final_metrics"]["step"] == 300 and summary["final_metrics"]["world_size"] == 2
     # progress: a line per evaluation, with the time left once the pace is known
-    out = proc.stdout + proc.stderr
+    out = printed(capsys, "step 300/300: val full match")
     assert "step 100/300: val full match" in out and "step 300/300: val full match" in out and " left" in out, out[-2000:]
 
     # better than the untrained model on the validation set
@@ -46,20 +47,23 @@ def test_train_learns_checkpoints_and_resumes(easy_data, tmp_path):
     assert state["recent_val_scores"][-1] == best["val_score"]  # the last evaluations, for the plateau rule
 
     # a second run with the same name continues from the latest checkpoint, not from zero
-    cli("train", "--data-dir", easy_data, "--workers", 2, "--storage", tmp_path, "--name", "run", *flags({**settings, "max_steps": 400}))
+    main("train", "--data-dir", easy_data, "--workers", 2, "--storage", tmp_path, "--name", "run", *flags({**settings, "max_steps": 310}))
     resumed = json.loads((tmp_path / "run" / "summary.json").read_text())["final_metrics"]
-    assert resumed["start_step"] == 300 and resumed["step"] == 400
+    assert resumed["start_step"] == 300 and resumed["step"] == 310
 
 
-def test_ctc_head_trains_in_ddp_and_agrees_with_its_export(easy_data, tmp_path):
-    """The CRNN head with augmentation, 2 gloo workers: it checkpoints, exports, and the .pt2 reads as the checkpoint does."""
+def test_ctc_head_trains_in_ddp_to_a_time_budget_and_agrees_with_its_export(module_ray, easy_data, tmp_path):
+    """The CRNN head with augmentation, 2 gloo workers, stopped by a time budget: both ranks stop at the same
+    evaluation (the stop is decided on the slowest rank's clock; each rank's own clock once let one return while the
+    other waited in its next all-reduce); it checkpoints, exports, and the .pt2 reads as the checkpoint does."""
     from results.evaluate import evaluate as evaluate_predictor, load_rows
     from results.predict import load_predictor
 
-    settings = {**TINY, "head": "ctc", "augment": 0.5, "seq_hidden": 32}
-    cli("train", "--data-dir", easy_data, "--workers", 2, "--storage", tmp_path, "--name", "ctc", *flags(settings))
+    settings = {**TINY, "head": "ctc", "augment": 0.5, "seq_hidden": 32, "max_steps": 100_000, "cosine_period": 100_000, "time_budget_s": 4}
+    main("train", "--data-dir", easy_data, "--workers", 2, "--storage", tmp_path, "--name", "ctc", *flags(settings))
     summary = json.loads((tmp_path / "ctc" / "summary.json").read_text())
-    assert summary["final_metrics"]["world_size"] == 2 and summary["final_metrics"]["step"] == TINY["max_steps"]
+    assert summary["ended"]["kind"] == "time" and summary["final_metrics"]["train_seconds"] >= 4
+    assert summary["final_metrics"]["world_size"] == 2 and TINY["eval_every"] <= summary["final_metrics"]["step"] < 100_000
     state = checkpoint.load(Path(summary["best_checkpoint"]))
     assert state["config"]["head"] == "ctc" and state["config"]["img_width"] == 88  # 160x60 at height 32
     # the run folder, its best checkpoint folder and that folder's checkpoint.pt are one checkpoint
@@ -67,7 +71,7 @@ def test_ctc_head_trains_in_ddp_and_agrees_with_its_export(easy_data, tmp_path):
     assert file == checkpoints.resolve(summary["best_checkpoint"])[0] == checkpoints.resolve(file)[0] == f"{summary['best_checkpoint']}/{checkpoint.FILE}"
     assert origin["run"] == summary["run_path"] and origin["step"] == state["step"]
 
-    cli("export", tmp_path / "ctc", "--out", tmp_path / "ctc.pt2")
+    main("export", tmp_path / "ctc", "--out", tmp_path / "ctc.pt2")
     rows = load_rows(easy_data)[:64]
     images = [rgb for _, rgb, _ in rows]
     from_pt2, from_ckpt = load_predictor(tmp_path / "ctc.pt2"), load_predictor(tmp_path / "ctc")
@@ -75,18 +79,17 @@ def test_ctc_head_trains_in_ddp_and_agrees_with_its_export(easy_data, tmp_path):
     assert evaluate_predictor(from_pt2, rows)["full_match"] == evaluate_predictor(from_ckpt, rows)["full_match"]
 
 
-def test_impossible_worker_request_fails_fast(easy_data, tmp_path):
+def test_impossible_worker_request_fails_fast(module_ray, easy_data, tmp_path, capsys):
     t0 = time.time()
-    proc = cli("train", "--data-dir", easy_data, "--workers", 16, "--storage", tmp_path, *flags(TINY), check=False)
-    assert proc.returncode == 2
-    err = proc.stderr.strip().splitlines()[-1]
-    assert err.startswith("error: asked for 16 worker(s)") and "the cluster has" in err and "Traceback" not in proc.stderr
+    code, err = cli_error(capsys, "train", "--data-dir", easy_data, "--workers", 16, "--storage", tmp_path, *flags(TINY))
+    err = err.strip().splitlines()[-1]
+    assert code == 2 and err.startswith("error: asked for 16 worker(s)") and "the cluster has" in err, err
     assert time.time() - t0 < 60
 
 
-def test_missing_dataset_is_one_line(tmp_path):
-    proc = cli("train", "--data-dir", tmp_path / "nope", "--storage", tmp_path, check=False)
-    assert proc.returncode == 2 and "not a dataset" in proc.stderr and "Traceback" not in proc.stderr
+def test_missing_dataset_is_one_line(tmp_path, capsys):
+    code, err = cli_error(capsys, "train", "--data-dir", tmp_path / "nope", "--storage", tmp_path)
+    assert code == 2 and "not a dataset" in err and len(err.strip().splitlines()) == 1, err
 
 
 def overflow_logits(label: list[int], n_symbols: int) -> torch.Tensor:
@@ -134,7 +137,7 @@ def test_evaluate_and_predict_count_an_overlong_reading_as_wrong():
     assert predictor.predict([rgb for _, rgb, _ in rows]) == ["ABCDEF" + MORE] * 2
 
 
-def test_resuming_with_other_settings_is_one_line(tmp_path):
+def test_resuming_with_other_settings_is_one_line(tmp_path, capsys):
     """`train --name` over a run that recorded its settings: another learning rate stops before Ray, in one line."""
     from captcha_tune.commands.train import SETTINGS_FILE, check_same_run, run_settings
     from trainable.data import generate
@@ -146,10 +149,10 @@ def test_resuming_with_other_settings_is_one_line(tmp_path):
     (run_dir / SETTINGS_FILE).write_text(json.dumps(run_settings(cfg, 2)))
     check_same_run(str(run_dir), run_settings(cfg, 2))  # the same run resumes ...
     check_same_run(str(run_dir), run_settings(cfg.replace(max_steps=400), 2))  # ... and may train further
-    proc = cli("train", "--data-dir", data, "--workers", 2, "--storage", tmp_path / "runs", "--name", "run",
-               *flags({**TINY, "peak_lr": 0.5}), check=False, timeout=120)
-    err = proc.stderr.strip().splitlines()
-    assert proc.returncode == 2 and len(err) == 1, proc.stderr
+    code, err = cli_error(capsys, "train", "--data-dir", data, "--workers", 2, "--storage", tmp_path / "runs", "--name", "run",
+                          *flags({**TINY, "peak_lr": 0.5}))
+    err = err.strip().splitlines()
+    assert code == 2 and len(err) == 1, err
     assert err[0] == (f"error: {run_dir} ran with --peak-lr {cfg.peak_lr}, not 0.5; resume with the same flags (only --max-steps may change) or pick a new --name")
-    proc = cli("train", "--data-dir", data, "--workers", 1, "--storage", tmp_path / "runs", "--name", "run", *flags(TINY), check=False, timeout=120)
-    assert proc.returncode == 2 and "ran with --workers 2, not 1" in proc.stderr
+    code, err = cli_error(capsys, "train", "--data-dir", data, "--workers", 1, "--storage", tmp_path / "runs", "--name", "run", *flags(TINY))
+    assert code == 2 and "ran with --workers 2, not 1" in err, err

@@ -9,7 +9,7 @@ import string
 import pytest
 import torch
 
-from conftest import TINY, cli
+from conftest import TINY, cli_error, main, printed
 from trainable import checkpoint
 from trainable.charset import PAD
 from trainable.config import TrainConfig
@@ -97,7 +97,7 @@ def meta_only(tmp_path):
 
 
 @pytest.mark.parametrize("verb", ["train", "sweep"])
-def test_bad_sources_are_one_line(verb, tmp_path, meta_only):
+def test_bad_sources_are_one_line(verb, tmp_path, meta_only, capsys):
     data = ["--data-dir" if verb == "train" else "--data", meta_only]
     junk = tmp_path / "junk.pt"
     junk.write_text("not a model")
@@ -110,18 +110,17 @@ def test_bad_sources_are_one_line(verb, tmp_path, meta_only):
         fake: "not a model exported by captcha-tune",
     }
     for source, why in cases.items():
-        proc = cli(verb, *data, "--storage", tmp_path / "runs", "--init-from", source, check=False)
-        assert proc.returncode == 2 and why in proc.stderr and "Traceback" not in proc.stderr, proc.stderr[-2000:]
-        assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+        code, err = cli_error(capsys, verb, *data, "--storage", tmp_path / "runs", "--init-from", source)
+        assert code == 2 and why in err and len(err.strip().splitlines()) == 1, err
     # a model shape the source can't start (a flag overrides the source's channels)
-    proc = cli(verb, *data, "--storage", tmp_path / "runs", "--init-from", ckpt, "--channels", 16, check=False)
-    assert proc.returncode == 2 and "no backbone tensor of the source model fits" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+    code, err = cli_error(capsys, verb, *data, "--storage", tmp_path / "runs", "--init-from", ckpt, "--channels", 16)
+    assert code == 2 and "no backbone tensor of the source model fits" in err, err
     assert not (tmp_path / "runs").exists()  # nothing ran
 
 
-def test_retrain_bad_source_is_one_line(tmp_path):
-    proc = cli("retrain", tmp_path / "exp", "--init-from", tmp_path / "nope", check=False)
-    assert proc.returncode == 2 and "--init-from" in proc.stderr and "does not exist" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+def test_retrain_bad_source_is_one_line(tmp_path, capsys):
+    code, err = cli_error(capsys, "retrain", tmp_path / "exp", "--init-from", tmp_path / "nope")
+    assert code == 2 and "--init-from" in err and "does not exist" in err and len(err.strip().splitlines()) == 1, err
 
 
 def test_exported_model_resolves_to_its_checkpoint(tmp_path):
@@ -151,16 +150,18 @@ def flags(d):
     return [x for k, v in d.items() for x in (f"--{k.replace('_', '-')}", v)]
 
 
-def test_train_init_from_a_digits_run(easy_data, tmp_path):
+def test_train_init_from_a_digits_run(module_ray, easy_data, tmp_path, capsys):
+    """Both runs in this process (`main`) on one Ray (`module_ray`)."""
     digits = digits_dataset(tmp_path / "digits")
-    cli("train", "--data-dir", digits, "--workers", 1, "--storage", tmp_path, "--name", "digits", *flags({**TINY, "max_steps": 60}))
+    main("train", "--data-dir", digits, "--workers", 1, "--storage", tmp_path, "--name", "digits", *flags({**TINY, "max_steps": 60}))
     source = checkpoint.load(tmp_path / "digits")  # the run folder's best checkpoint
 
     # a learning rate of ~0 keeps the weights where they started: the run's checkpoint shows what was loaded
     still = {**TINY, "max_steps": 2, "eval_every": 2, "warmup_steps": 0, "peak_lr": 1e-12, "min_lr": 1e-12}
-    proc = cli("train", "--data-dir", easy_data, "--workers", 1, "--storage", tmp_path, "--name", "easy", "--init-from", tmp_path / "digits",
-               *flags({k: v for k, v in still.items() if k != "channels"}))  # channels: the source's
-    out = proc.stdout + proc.stderr
+    capsys.readouterr()
+    main("train", "--data-dir", easy_data, "--workers", 1, "--storage", tmp_path, "--name", "easy", "--init-from", tmp_path / "digits",
+         *flags({k: v for k, v in still.items() if k != "channels"}))  # channels: the source's
+    out = printed(capsys, "tensors loaded")
     n = len(source["model"])
     assert f"init from {tmp_path / 'digits'}" in out and f"{n}/{n} tensors loaded, 11 of 37 symbols mapped; new: 'ABCDEFGHIJKLMNOPQRSTUVWXYZ'" in out, out[-3000:]
 
