@@ -1,14 +1,15 @@
 """The suite's one local multi-node cluster (`cluster.local`: a 0-CPU head and two 1-CPU worker nodes), in the order
 its tests need it. First the cluster as a separate driver sees it through RAY_ADDRESS (3 alive nodes, 2 CPUs, the
-head alone pinning trial actors), and `check_storage` from every node, naming the node refused access. Then a sweep
-on it with all its storage in an S3 bucket (a moto server on 127.0.0.1): every trial trains on a worker node, never on the head; the sweep state,
-every trial's checkpoints and the experiment state land in the bucket; `results` and `export`, run later from a
-process with no Ray cluster, read it back from there. Losing the node a trial runs on costs that trial only a
-restart from its last checkpoint on the other node: the sweep finishes, the trial completes with start_step > 0
-on the surviving node, and the trial that had finished before is kept (the trial's own actor and its Train
-controller were on the head, which the test checks: a trial whose actor is lost is not retried). A bucket that does not exist, or an S3
-endpoint that answers nothing, makes `captcha-tune sweep` exit 2 with one line within a minute. Last, a killed
-worker node is marked dead and `stop()` ends every process the cluster recorded."""
+head alone pinning trial actors), and `check_storage` from every node, naming the node refused access. A bucket that
+does not exist, or an S3 endpoint that answers nothing, makes `captcha-tune sweep` exit 2 with one line within a
+minute. Then one sweep on it (two 1-worker trials, one after the other) with all its storage in an S3 bucket (a moto
+server on 127.0.0.1), which loses the node its second trial trains on at that trial's first checkpoint: every trial
+trains on a worker node, never on the head; the sweep state, every trial's checkpoints and the experiment state land
+in the bucket; `results` and `export`, run later from a process with no Ray cluster, read it back from there. Losing
+the node costs that trial only a restart from its last checkpoint on the other node: the sweep finishes, the trial
+completes with start_step > 0 on the surviving node, and the trial that had finished before is kept (the trial's own
+actor and its Train controller were on the head, which the test checks: a trial whose actor is lost is not retried).
+Last, a killed worker node is marked dead and `stop()` ends every process the cluster recorded."""
 
 from __future__ import annotations
 
@@ -28,7 +29,7 @@ import pytest
 import torch
 
 from cluster import local
-from conftest import BUCKET, TINY, cli
+from conftest import BUCKET, TINY, cli, main
 
 REPO = Path(__file__).resolve().parents[1]
 EXP = f"s3://{BUCKET}/exp"
@@ -95,16 +96,6 @@ def cluster(s3, tmp_path_factory):
     local.stop(state_dir)  # a no-op after the last test, which stops it itself
 
 
-@pytest.fixture(scope="module")
-def sweep(cluster, data):
-    """A 3-trial sweep of 1-worker trials, driven from a separate process that joins the cluster."""
-    t0 = time.monotonic()
-    cli("sweep", "--storage", EXP, "--name", "mn", "--data", data, "--num-samples", 3, "--workers-per-trial", 1,
-        *flags(), env=cluster["env"], timeout=400)
-    print(f"sweep mn: {time.monotonic() - t0:.0f} s")
-    return f"{EXP}/mn"
-
-
 # ---- the cluster as a driver sees it, and the storage check from each of its nodes ----
 
 DRIVER = r"""
@@ -169,7 +160,7 @@ def test_storage_check_runs_on_every_node_and_names_the_one_that_fails(driver_re
     assert "ACCESS_DENIED" in denied.upper().replace(" ", "_") and denied.endswith("credentials in the environment")
 
 
-# ---- a sweep on it, with its storage in the bucket ----
+# ---- sweeps on it, with their storage in the bucket ----
 
 def test_unreachable_storage_fails_the_sweep_fast_in_one_line(s3, data):
     closed = socket.socket()
@@ -189,50 +180,18 @@ def test_unreachable_storage_fails_the_sweep_fast_in_one_line(s3, data):
         closed.close()
 
 
-def test_trials_run_on_worker_nodes_and_everything_lands_in_the_bucket(sweep, cluster):
-    from results.experiment import load
-
-    trials, history = load(sweep)
-    assert len(trials) == 3 and trials["status"].isin(["completed", "asha"]).all(), trials["status"].tolist()
-    workers = {cluster["ids"]["worker1"], cluster["ids"]["worker2"]}
-    assert history["node_id"].notna().all() and set(history["node_id"]) <= workers, set(history["node_id"])
-    assert history["checkpoint_path"].str.startswith(f"s3://{BUCKET}/exp/mn/train/").all()
-
-    found = keys("exp/mn/")
-    assert "exp/mn/sweep.json" in found
-    assert [k for k in found if re.fullmatch(r"exp/mn/experiment_state-.*\.json", k)], "Tune's experiment state"
-    for tid in trials["trial_id"]:
-        ckpts = [k for k in found if re.fullmatch(rf"exp/mn/train/{tid}/checkpoint_[^/]+/checkpoint\.pt", k)]
-        assert ckpts, f"trial {tid} has no checkpoint in the bucket"
-
-
-def test_results_and_export_read_the_bucket_without_a_cluster(sweep, easy_data, tmp_path):
-    # os.environ has no RAY_ADDRESS (conftest): these processes see the bucket and nothing of the cluster
-    out = cli("results", sweep, "--out", tmp_path / "report").stdout
-    assert "leaderboard" in out and f"best checkpoint: s3://{BUCKET}/exp/mn/train/" in out
-    assert (tmp_path / "report" / "report.md").exists() and len(pd.read_parquet(tmp_path / "report" / "history.parquet"))
-    assert "exp/mn/results/trials.parquet" in keys("exp/mn/results/")
-
-    model = tmp_path / "model.pt2"
-    said = cli("export", sweep, "--out", model).stdout
-    assert model.exists() and f"chose s3://{BUCKET}/exp/mn/train/" in said
-    from results.checkpoints import best
-    from results.predict import load_predictor, read_images
-
-    ckpt, origin = best(sweep)
-    exported = load_predictor(model)
-    assert exported.origin["origin"]["trial_id"] == origin["trial_id"] and exported.origin["checkpoint"] == ckpt
-    images = [r[1] for r in read_images([os.path.join(easy_data, "val-00000.parquet")])[:16]]
-    assert exported.predict(images) == load_predictor(ckpt).predict(images)
-
-
-def test_losing_a_node_costs_a_trial_only_a_restart_from_its_checkpoint(cluster, data):
-    """Two trials one after the other; at the second one's first checkpoint, its node goes."""
-    name, exp = "loss", f"{EXP}/loss"
+@pytest.fixture(scope="module")
+def sweep(cluster, data):
+    """A sweep of two 1-worker trials, one after the other, driven from a separate process that joins the cluster,
+    with all its storage in the bucket; at the second trial's first registered checkpoint, the node it trains on goes.
+    The trial's own actor and its Train controller (no CPU each) must outlive the node: the sweep does not retry a
+    trial whose actor is lost (tune.FailureConfig(max_failures=0)). The trial asks for a sliver of the head's own
+    resource, and Train places the controller beside it."""
+    name = "mn"
     args = [sys.executable, "-m", "captcha_tune", "sweep", "--storage", EXP, "--name", name, "--data", data,
             "--num-samples", 2, "--max-concurrent", 1, "--workers-per-trial", 1, "--scheduler", "none",
             *flags(max_steps=LOSS_STEPS, cosine_period=LOSS_STEPS)]
-    log = open(os.path.join(cluster["state_dir"], "loss-sweep.log"), "w")
+    log = open(os.path.join(cluster["state_dir"], "mn-sweep.log"), "w")
     proc = subprocess.Popen(list(map(str, args)), stdout=log, stderr=subprocess.STDOUT, text=True,
                             env={**os.environ, **cluster["env"]})
     try:
@@ -254,11 +213,7 @@ def test_losing_a_node_costs_a_trial_only_a_restart_from_its_checkpoint(cluster,
                 local.kill_node(cluster["state_dir"], killed)
                 print(f"killed {killed} at step {state['step']} of trial {victim}, {time.monotonic() - t0:.0f} s in")
             time.sleep(0.3)
-        # The trial's own actor and its Train controller (no CPU each) must outlive the node: the sweep does not
-        # retry a trial whose actor is lost (tune.FailureConfig(max_failures=0)). The trial asks for a sliver of
-        # the head's own resource, and Train places the controller beside it.
         live = actors(cluster)
-        assert {n for c, n in live if c in ("ImplicitFunc", "TrainController")} == {"head"}, live
         # 2) the sweep goes on and finishes
         assert proc.wait(timeout=300) == 0, f"the sweep failed after losing {killed}; see {log.name}"
         print(f"sweep {name}: {time.monotonic() - t0:.0f} s")
@@ -267,10 +222,58 @@ def test_losing_a_node_costs_a_trial_only_a_restart_from_its_checkpoint(cluster,
             proc.kill()
             proc.wait()
         log.close()
+    return dict(exp=f"{EXP}/{name}", killed=killed, victim=victim, first_trial=first_trial, live_after_kill=live)
 
+
+def test_trials_run_on_worker_nodes_and_everything_lands_in_the_bucket(sweep, cluster):
+    from results.experiment import load
+
+    trials, history = load(sweep["exp"])
+    assert len(trials) == 2 and (trials["status"] == "completed").all(), trials["status"].tolist()
+    workers = {cluster["ids"]["worker1"], cluster["ids"]["worker2"]}
+    assert history["node_id"].notna().all() and set(history["node_id"]) <= workers, set(history["node_id"])
+    assert history["checkpoint_path"].str.startswith(f"s3://{BUCKET}/exp/mn/train/").all()
+
+    found = keys("exp/mn/")
+    assert "exp/mn/sweep.json" in found
+    assert [k for k in found if re.fullmatch(r"exp/mn/experiment_state-.*\.json", k)], "Tune's experiment state"
+    for tid in trials["trial_id"]:
+        ckpts = [k for k in found if re.fullmatch(rf"exp/mn/train/{tid}/checkpoint_[^/]+/checkpoint\.pt", k)]
+        assert ckpts, f"trial {tid} has no checkpoint in the bucket"
+
+
+def test_results_and_export_read_the_bucket_without_a_cluster(sweep, easy_data, tmp_path, capsys):
+    sweep = sweep["exp"]
+    # in this process, whose environment has no RAY_ADDRESS (conftest) and no Ray started: it sees the bucket
+    # (the s3 fixture's environment) and nothing of the cluster
+    capsys.readouterr()
+    main("results", sweep, "--out", tmp_path / "report")
+    out = capsys.readouterr().out
+    assert "leaderboard" in out and f"best checkpoint: s3://{BUCKET}/exp/mn/train/" in out
+    assert (tmp_path / "report" / "report.md").exists() and len(pd.read_parquet(tmp_path / "report" / "history.parquet"))
+    assert "exp/mn/results/trials.parquet" in keys("exp/mn/results/")
+
+    model = tmp_path / "model.pt2"
+    main("export", sweep, "--out", model)
+    said = capsys.readouterr().out
+    assert model.exists() and f"chose s3://{BUCKET}/exp/mn/train/" in said
+    from results.checkpoints import best
+    from results.predict import load_predictor, read_images
+
+    ckpt, origin = best(sweep)
+    exported = load_predictor(model)
+    assert exported.origin["origin"]["trial_id"] == origin["trial_id"] and exported.origin["checkpoint"] == ckpt
+    images = [r[1] for r in read_images([os.path.join(easy_data, "val-00000.parquet")])[:16]]
+    assert exported.predict(images) == load_predictor(ckpt).predict(images)
+
+
+def test_losing_a_node_costs_a_trial_only_a_restart_from_its_checkpoint(sweep, cluster):
     from results.experiment import load
     from trainable import storage
 
+    exp, killed, victim, first_trial = sweep["exp"], sweep["killed"], sweep["victim"], sweep["first_trial"]
+    live = sweep["live_after_kill"]  # the trials' own actors and Train controllers were on the head
+    assert {n for c, n in live if c in ("ImplicitFunc", "TrainController")} == {"head"}, live
     trials, history = load(exp)
     assert trials["status"].tolist() == ["completed", "completed"] and (trials["steps_run"] == LOSS_STEPS).all()
     survivor = cluster["ids"]["worker2" if killed == "worker1" else "worker1"]
