@@ -44,7 +44,8 @@ def init_ray(num_cpus: int | None = None, address: str | None = None) -> None:
     os.environ.update(TRAIN_ENV)
     os.environ.setdefault("RAY_DEDUP_LOGS", "1")
     address = address or os.environ.get("RAY_ADDRESS")
-    kwargs = dict(runtime_env={"env_vars": TRAIN_ENV}, log_to_driver=True, configure_logging=True, logging_level="WARNING")
+    kwargs = dict(runtime_env={"env_vars": TRAIN_ENV, "worker_process_setup_hook": SETUP_HOOK}, log_to_driver=True,
+                  configure_logging=True, logging_level="WARNING")
     if address:
         ray.init(address=address, **kwargs)
     else:
@@ -56,12 +57,25 @@ def init_ray(num_cpus: int | None = None, address: str | None = None) -> None:
         own = f"{ray.util.get_node_ip_address()}:{free_port()}"
         saved = {k: os.environ.get(k) for k in ("RAY_GCS_SERVER_PORT", "RAY_ADDRESS")}
         os.environ.update(RAY_GCS_SERVER_PORT=own.rsplit(":", 1)[1], RAY_ADDRESS=own)
-        kwargs["runtime_env"] = {"env_vars": {**TRAIN_ENV, "RAY_ADDRESS": own}}
+        kwargs["runtime_env"] = {"env_vars": {**TRAIN_ENV, "RAY_ADDRESS": own}, "worker_process_setup_hook": SETUP_HOOK}
         try:
             ray.init(address="local", num_cpus=num_cpus, resources={HEAD_RESOURCE: 1}, include_dashboard=True, **kwargs)
         finally:  # this process may start another Ray later (tests do): it must not take this one's address for it
             for k, v in saved.items():
                 os.environ.pop(k) if v is None else os.environ.update({k: v})
+
+
+# Train's placement-group cleaner logs a warning each time a run's controller dies, which is how every trial that ASHA
+# stops ends: "Detected that the Ray Train controller actor (...) is dead. Cleaning up placement group ...". The
+# cleanup is the expected one and the sweep's table already says the trial stopped, so every Ray worker process drops
+# that one message (its other warnings, a cleanup that failed, still show).
+SETUP_HOOK = "cluster.connect.worker_setup"  # runtime_env worker_process_setup_hook: run in each worker process
+CLEANER_NOTICE = "Detected that the Ray Train controller actor"
+
+
+def worker_setup() -> None:
+    logging.getLogger("ray.train.v2._internal.execution.controller.placement_group_cleaner").addFilter(
+        lambda record: not record.getMessage().startswith(CLEANER_NOTICE))
 
 
 def quiet() -> None:

@@ -156,3 +156,26 @@ def test_resuming_with_other_settings_is_one_line(tmp_path, capsys):
     assert err[0] == (f"error: {run_dir} ran with --peak-lr {cfg.peak_lr}, not 0.5; resume with the same flags (only --max-steps may change) or pick a new --name")
     code, err = cli_error(capsys, "train", "--data-dir", data, "--workers", 1, "--storage", tmp_path / "runs", "--name", "run", *flags(TINY))
     assert code == 2 and "ran with --workers 2, not 1" in err, err
+
+
+def test_ray_workers_drop_the_cleaner_notice_and_keep_other_warnings(module_ray, capsys):
+    """Every worker process of a Ray that init_ray starts runs cluster/connect.py's setup hook: the notice Train's
+    placement-group cleaner logs for each trial ASHA stops stays off the console, its other warnings reach it."""
+    import ray
+
+    from cluster.connect import CLEANER_NOTICE
+
+    @ray.remote(num_cpus=0)
+    def log_in_a_worker():
+        import logging
+
+        cleaner = logging.getLogger("ray.train.v2._internal.execution.controller.placement_group_cleaner")
+        cleaner.warning(f"{CLEANER_NOTICE} (test) is dead. Cleaning up placement group")
+        cleaner.warning("Failed to clean up placement group: test")
+        return True
+
+    capsys.readouterr()
+    assert ray.get(log_in_a_worker.remote())
+    out = printed(capsys, "Failed to clean up placement group: test")
+    assert "Failed to clean up placement group: test" in out, out[-2000:]
+    assert CLEANER_NOTICE not in out, out[-2000:]
