@@ -1,4 +1,4 @@
-"""A real sweep (Ray, 3 one-worker trials) whose trials meet injected infrastructure faults: a trial whose worker
+"""A real sweep (Ray, 2 one-worker trials: the two start points) whose trials meet injected infrastructure faults: a trial whose worker
 is killed after its first checkpoint, with Train's own retries off, is started again by the trial from that
 checkpoint and completes; a trial whose worker group never starts ends `errored` with that reason and is FAIL
 in the study, not a score; and the study's value of every trial is the best val_score its history holds
@@ -55,7 +55,7 @@ def start_point(config) -> str | None:
 def faulty_training(cfg, settings, callbacks=()):
     """The reference trial: its worker is killed once, and Train does not retry (max_failures=0), so the trial must;
     the recommended trial: its worker group never starts (the error Train's fit() raises when a start times out);
-    the drawn trial: as it is."""
+    a drawn trial (none in this 2-trial sweep): as it is."""
     point = start_point(cfg.to_dict())
     if point == "reference":
         return run_training(cfg, dataclasses.replace(settings, max_failures=0), callbacks, train_fn=train_fn_killed_after_first_checkpoint)
@@ -75,7 +75,7 @@ def faulty_sweep(easy_data, tmp_path_factory):
 
     init_ray(num_cpus=2)
     try:
-        s = SweepSettings(storage=str(tmp_path_factory.mktemp("exp")), name="f", data=easy_data, num_samples=3, workers_per_trial=1)
+        s = SweepSettings(storage=str(tmp_path_factory.mktemp("exp")), name="f", data=easy_data, num_samples=2, workers_per_trial=1)
         exp = run_sweep(s, TrainConfig(**TINY), train=faulty_training)
     finally:
         ray.shutdown()
