@@ -44,8 +44,8 @@ def init_ray(num_cpus: int | None = None, address: str | None = None) -> None:
     os.environ.update(TRAIN_ENV)
     os.environ.setdefault("RAY_DEDUP_LOGS", "1")
     address = address or os.environ.get("RAY_ADDRESS")
-    kwargs = dict(runtime_env={"env_vars": TRAIN_ENV, "worker_process_setup_hook": SETUP_HOOK}, log_to_driver=True,
-                  configure_logging=True, logging_level="WARNING")
+    runtime_env = {"env_vars": TRAIN_ENV, "worker_process_setup_hook": SETUP_HOOK}
+    kwargs = dict(runtime_env=runtime_env, log_to_driver=True, configure_logging=True, logging_level="WARNING")
     if address:
         ray.init(address=address, **kwargs)
     else:
@@ -57,7 +57,7 @@ def init_ray(num_cpus: int | None = None, address: str | None = None) -> None:
         own = f"{ray.util.get_node_ip_address()}:{free_port()}"
         saved = {k: os.environ.get(k) for k in ("RAY_GCS_SERVER_PORT", "RAY_ADDRESS")}
         os.environ.update(RAY_GCS_SERVER_PORT=own.rsplit(":", 1)[1], RAY_ADDRESS=own)
-        kwargs["runtime_env"] = {"env_vars": {**TRAIN_ENV, "RAY_ADDRESS": own}, "worker_process_setup_hook": SETUP_HOOK}
+        kwargs["runtime_env"] = {**runtime_env, "env_vars": {**TRAIN_ENV, "RAY_ADDRESS": own}}
         try:
             ray.init(address="local", num_cpus=num_cpus, resources={HEAD_RESOURCE: 1}, include_dashboard=True, **kwargs)
         finally:  # this process may start another Ray later (tests do): it must not take this one's address for it

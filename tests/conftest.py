@@ -84,9 +84,9 @@ def printed(capsys, last: str, wait_s: float = 20) -> str:
 
 
 def cli_error(capsys, *args) -> tuple[int, str]:
-    """Run `captcha-tune ARGS` in this process for a command that must stop with a user error before Ray starts
-    (the same `main` as the command line, without ~4 s of interpreter start-up): (exit code, stderr). A command
-    that runs instead of stopping fails the test."""
+    """Run `captcha-tune ARGS` in this process for a command that must stop with a user error before it runs
+    anything: before Ray starts, or on `module_ray`'s Ray before training (the same `main` as the command line,
+    without ~4 s of interpreter start-up): (exit code, stderr). A command that runs instead of stopping fails the test."""
     capsys.readouterr()
     with pytest.raises(SystemExit) as e:
         main(*args)

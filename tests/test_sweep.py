@@ -21,15 +21,7 @@ from trainable.worker import train_fn_per_worker
 ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
 
-@pytest.fixture(scope="module", autouse=True)
-def ray_once():
-    import ray
-
-    from cluster.connect import init_ray
-
-    init_ray(num_cpus=2)
-    yield
-    ray.shutdown()
+pytestmark = pytest.mark.usefixtures("module_ray")
 
 
 def sweep(tmp_path, data, name, n, base=None, overrides=None, **kw):

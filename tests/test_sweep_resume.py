@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 from conftest import TINY
 from results.experiment import load
@@ -27,7 +28,7 @@ def test_killed_then_interrupted_driver_resumes(easy_data, tmp_path):
         """A trial without a summary whose checkpoint Train registered after t0 (in this driver, not an earlier one)."""
         done = {os.path.dirname(p) for p in summaries()}
         return [p for p in glob.glob(str(exp / "train" / "*" / "checkpoint_manager_snapshot.json"))
-                if os.path.dirname(p) not in done and os.path.getmtime(p) > t0 and "checkpoint_" in open(p).read()]
+                if os.path.dirname(p) not in done and os.path.getmtime(p) > t0 and "checkpoint_" in Path(p).read_text()]
 
     kept = {}
     for sig, ready in ((signal.SIGKILL, lambda t0: len(summaries()) >= 1), (signal.SIGINT, checkpointed_since)):

@@ -70,15 +70,9 @@ def trial_at(trials, point: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def faulty_sweep(easy_data, tmp_path_factory):
-    from cluster.connect import init_ray
-
-    init_ray(num_cpus=2)
-    try:
-        s = SweepSettings(storage=str(tmp_path_factory.mktemp("exp")), name="f", data=easy_data, num_samples=2, workers_per_trial=1)
-        exp = run_sweep(s, TrainConfig(**TINY), train=faulty_training)
-    finally:
-        ray.shutdown()
+def faulty_sweep(module_ray, easy_data, tmp_path_factory):
+    s = SweepSettings(storage=str(tmp_path_factory.mktemp("exp")), name="f", data=easy_data, num_samples=2, workers_per_trial=1)
+    exp = run_sweep(s, TrainConfig(**TINY), train=faulty_training)
     study = optuna.load_study(study_name=warm_start.study_name("f"), storage=warm_start.study_url(exp, None))
     trials, history = load(exp)
     return trials.set_index("trial_id"), history, {t.user_attrs["trial_id"]: t for t in study.trials}
