@@ -122,3 +122,48 @@ def test_the_gp_models_peak_lr_over_both_heads(tmp_path):
     assert "peak_lr" in study.sampler.infer_relative_search_space(study, trial)
     p = DEFAULT_SPACE["peak_lr"]
     assert {t.distributions["peak_lr"] for t in study.trials if "peak_lr" in t.distributions} == {optuna.distributions.FloatDistribution(p.low, p.high, log=True)}
+
+
+def test_local_draws_perturb_the_best_trial_between_tpes_draws(tmp_path):
+    """After start-up, every second draw (trials 3, 5, 7 of 8) is the best finished trial moved a little: its
+    choices kept, each range within a few LOCAL_SCALE steps of it (peak_lr on a log scale)."""
+    import math
+
+    from search import searcher as mod
+
+    space = materialize(parse_space(), 1200)
+    s = SweepSettings(name="t", searcher="tpe", num_samples=8, optuna_storage=f"sqlite:///{tmp_path}/study.db")
+    search = build_searcher(s, space, start_points(space, 1200, TrainConfig()), str(tmp_path))
+    configs = []
+    for i in range(8):
+        configs.append(search.suggest(f"t{i}"))
+        # the recommended config (trial 1) stays the best: every local draw perturbs it
+        search.on_trial_complete(f"t{i}", dict(val_score=0.9 if i == 1 else 0.5, step=1200))
+    best = configs[1]
+    lr = space["peak_lr"].bounds(dict(head="ctc"))
+    for i in (3, 5, 7):
+        c = configs[i]
+        assert c["head"] == "ctc" and "focal_gamma" not in c, c
+        assert c != best
+        assert abs(math.log(c["peak_lr"] / best["peak_lr"])) <= 4 * mod.LOCAL_SCALE * math.log(lr[1] / lr[0]), c
+        assert abs(c["augment"] - best["augment"]) <= 4 * mod.LOCAL_SCALE, c
+        for name in ("warmup_steps", "cosine_period"):
+            p = space[name]
+            assert isinstance(c[name], int) and p.low <= c[name] <= p.high
+            assert abs(c[name] - best[name]) <= 4 * mod.LOCAL_SCALE * (p.high - p.low), (name, c)
+
+
+def test_perturb_stays_in_range_and_keeps_choices():
+    import numpy as np
+    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+    from search.searcher import perturb
+
+    rng = np.random.RandomState(0)
+    lr = FloatDistribution(4e-4, 1e-2, log=True)
+    moved = [perturb(1e-2, lr, rng) for _ in range(200)]  # at the top of the range: never above it
+    assert all(4e-4 <= v <= 1e-2 for v in moved) and len(set(moved)) > 100
+    steps = [perturb(0, IntDistribution(0, 240), rng) for _ in range(200)]
+    assert all(isinstance(v, int) and 0 <= v <= 240 for v in steps) and max(steps) > 0
+    assert perturb("ctc", CategoricalDistribution(["multilabel", "ctc"]), rng) == "ctc"
+    assert perturb(5, IntDistribution(5, 5), rng) == 5
