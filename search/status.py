@@ -34,6 +34,15 @@ def record_first(exp: str, trial_id: str, kind: str, step: int | None = None, re
         record(exp, trial_id, kind, step, reason)
 
 
+def reopen(exp: str, trial_id: str) -> None:
+    """A trial whose function starts again has no end yet. Tune reruns only trials it saw unfinished (a resumed sweep
+    leaves the errored ones, resume_errored=False), so an `errored` record from the trial's earlier life is that
+    function seeing its Train run torn down by a Ctrl-C or a killed driver, not the trial's end: it goes, and the
+    rerun records how it ends (with it kept, record_first would keep `errored` for a trial that completed)."""
+    if read(exp, trial_id)["kind"] == "errored":
+        storage.remove(storage.join(storage.normalize(exp), FOLDER, f"{trial_id}.json"))
+
+
 def read(exp: str, trial_id: str) -> dict:
     """{"kind", "step", "reason"}; kind "running" when nothing was recorded yet."""
     path = storage.join(storage.normalize(exp), FOLDER, f"{trial_id}.json")

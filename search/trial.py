@@ -58,6 +58,7 @@ def run_trial(config: dict, base: dict, run: dict, exp: str, train=None) -> None
     cfg = TrainConfig.from_dict({**base, **config})
     # The Train run is named after the Tune trial, so a restarted trial (or a retried run) finds its checkpoints.
     trial_id = tune.get_context().get_trial_id()
+    status.reopen(exp, trial_id)
     settings = RunSettings(**run, name=trial_id)
     done = storage.join(storage.normalize(settings.storage), settings.name, "summary.json")
     if storage.exists(done):  # the driver died after Train finished this trial but before Tune recorded it: report, don't rerun

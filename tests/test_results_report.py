@@ -157,6 +157,24 @@ def test_status_counts_and_labels_cover_every_recorded_kind():
     assert set(experiment.LABELS) == {*status.KINDS, "running"}
 
 
+def test_a_rerun_trial_drops_its_earlier_lifes_errored_record_and_keeps_others(tmp_path):
+    """A Ctrl-C tears down a running trial's Train run: its function records `errored`, Tune sees no error and the
+    resumed sweep runs the trial again. The rerun's start (search/trial.py) drops that record, so the trial's real end
+    is recorded; an ASHA or completed record is never dropped."""
+    exp = str(tmp_path)
+    status.record(exp, "a", "errored", reason="ControllerError: torn down")
+    status.reopen(exp, "a")
+    assert status.read(exp, "a")["kind"] == "running"
+    status.record_first(exp, "a", "completed", 100)
+    assert status.read(exp, "a") == dict(kind="completed", step=100, reason="")
+    for kind in ("asha", "completed", "budget", "diverged"):
+        status.record(exp, kind, kind, 50)
+        status.reopen(exp, kind)
+        assert status.read(exp, kind)["kind"] == kind
+    status.reopen(exp, "never-recorded")  # nothing to drop
+    assert status.read(exp, "never-recorded")["kind"] == "running"
+
+
 def fake_experiment(tmp_path, monkeypatch, rows=TRIALS):
     """An experiment folder with sweep.json and optuna.db, its tables served without Ray."""
     exp = tmp_path / "exp"

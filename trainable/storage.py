@@ -76,6 +76,13 @@ def write_text(path, text: str) -> None:
     write_bytes(path, text.encode())
 
 
+def remove(path) -> None:
+    """Delete a file; nothing when it does not exist."""
+    fs, p = _fs(path)
+    if fs.get_file_info(p).type == pafs.FileType.File:
+        fs.delete_file(p)
+
+
 def local_copy(path, dest_root) -> str:
     """A local folder holding `path`'s files: `path` itself when local, else a downloaded copy."""
     if not is_uri(path):
