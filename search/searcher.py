@@ -30,8 +30,7 @@ SEARCHERS = ("tpe", "gp", "random")
 # The choice rules of the TPE sampler (ChoiceTPE); dev/sim_searcher.py turns them off to compare.
 FOLLOW_BEST_CHOICE = True  # start-up draws take each choice from the best finished trial
 RETIRE_LOSING_CHOICES = True  # a choice whose every finished trial ended below half the best is not drawn again
-LOCAL_EVERY = 2  # once TPE's good group holds 2+ trials, every LOCAL_EVERY-th draw perturbs the best trial (0: never)
-ONE_GOOD = 10  # up to this many finished trials TPE's good group is the single best one (Optuna's gamma: ceil(0.1 n))
+LOCAL_EVERY = 2  # after start-up, every LOCAL_EVERY-th draw (the first included) perturbs the best trial (0: never)
 LOCAL_SCALE = 0.15  # a local draw's standard deviation, as a share of each range (of its log for log ranges)
 
 
@@ -142,13 +141,6 @@ def _retired(done: list, name: str, sign: int) -> set:
     return {v for v, values in tried.items() if max(values) < sign * done[0].value / 2}
 
 
-def local_draw(number: int, startup: int) -> bool:
-    """Whether study trial `number` is a local draw (ChoiceTPE): every draw after the start-up ones while TPE's good
-    group would be one trial (at most ONE_GOOD trials before it), then every LOCAL_EVERY-th."""
-    after = number - startup
-    return bool(LOCAL_EVERY) and after >= 0 and (number <= ONE_GOOD or after % LOCAL_EVERY == 0)
-
-
 def perturb(value, dist, rng: np.random.RandomState, scale: float = LOCAL_SCALE):
     """`value` moved by a normal step of `scale` x the range (on a log range, of its log), redrawn while it falls
     outside (then clipped), rounded for an integer range; a choice is kept."""
@@ -166,19 +158,19 @@ def perturb(value, dist, rng: np.random.RandomState, scale: float = LOCAL_SCALE)
 
 
 class ChoiceTPE(optuna.samplers.TPESampler):
-    """TPE (multivariate, grouped) with local draws around the best trial, and two rules for choice settings (head,
+    """TPE (multivariate, grouped) with a local draw between its own, and two rules for choice settings (head,
     img_height, sequence, ...):
 
-    - Local draws: the best finished trial with each range moved by a normal step of LOCAL_SCALE x the range (a
-      factor of ~1.6 on the CTC peak_lr, +-0.15 augment) and its choices kept. Every draw after the start-up ones is
-      local while the study is small (trial numbers up to ONE_GOOD: all 5 after start-up in a default 8-trial sweep),
-      then every LOCAL_EVERY-th. In a study of up to 10 finished trials TPE's "good" group (Optuna's gamma, ceil(0.1 n))
-      is the single best trial, blurred by a prior as heavy as a trial and kernels about as wide as the range, so its
-      draws land about anywhere; a local draw is what that model aims at, without the blur. Measured on the four bench
-      sweeps (bench/results/sweeps.json at 69c7283, every second draw local): the 12 local draws ended 2.8-10.3 points
-      below the recommended config on average per sweep, TPE's 8 draws 11.5-26.7; 3 of the 12 local draws beat it by
-      >= 1 point, 1 of the 8 TPE draws. Without local draws (3a965c1) the recommended config won or came within 0.3
-      points in two sweeps and 6 draws found nothing near it. Past ONE_GOOD, TPE's draws in between keep exploring.
+    - Local draws: after the start-up draws, every LOCAL_EVERY-th trial (the 4th, 6th and 8th of a default 8-trial sweep)
+      is the best finished trial with each range moved by a normal step of LOCAL_SCALE x the range (a factor of ~1.6
+      on the CTC peak_lr, +-0.15 augment) and its choices kept. In a sweep of a few trials TPE's "good" group is the
+      single best trial, blurred by a prior as heavy as a trial and kernels about as wide as the range, so its draws
+      land about anywhere: in the four bench sweeps (bench/results/sweeps.json) the recommended config won or
+      came within 0.3 points twice, and 6 draws found nothing near it. A local draw refines what already works and
+      rarely ends below half the best; TPE's draws in between keep exploring. Measured on the four bench sweeps
+      again with local draws (README, "Trials a sweep wastes"): the 12 local draws ended 2.8-10.3 points below the
+      recommended config on average per sweep, TPE's 8 draws 11.5-26.7; 3 local draws and 1 TPE draw beat it by >= 1
+      point; no sweep had more than 1 trial below half its best.
 
     - Start-up random draws take each choice from the best finished trial so far and draw only the ranges. The start
       points already compare the choices that matter most (the reference's multilabel head against the recommended
@@ -201,7 +193,8 @@ class ChoiceTPE(optuna.samplers.TPESampler):
 
     def incumbent(self, study, trial):
         """The best finished trial when `trial` is a local draw (see the class), else None."""
-        if not local_draw(trial.number, self.startup):
+        after = trial.number - self.startup
+        if not LOCAL_EVERY or after < 0 or after % LOCAL_EVERY:
             return None
         _, done, _ = _finished(study, None)
         return done[0] if done else None
