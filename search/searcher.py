@@ -165,10 +165,10 @@ class ChoiceTPE(optuna.samplers.TPESampler):
       is the best finished trial with each range moved by a normal step of LOCAL_SCALE x the range (a factor of ~1.6
       on the CTC peak_lr, +-0.15 augment) and its choices kept. In a sweep of a few trials TPE's "good" group is the
       single best trial, blurred by a prior as heavy as a trial and kernels about as wide as the range, so its draws
-      land about anywhere: in the four bench sweeps (bench/results/sweeps.json) the recommended config won or
+      land about anywhere: in the four bench sweeps at 3a965c1 (before local draws) the recommended config won or
       came within 0.3 points twice, and 6 draws found nothing near it. A local draw refines what already works and
       rarely ends below half the best; TPE's draws in between keep exploring. Measured on the four bench sweeps
-      again with local draws (README, "Trials a sweep wastes"): the 12 local draws ended 2.8-10.3 points below the
+      again with local draws (69c7283, Intel box; README, "Trials a sweep wastes"): the 12 local draws ended 2.8-10.3 points below the
       recommended config on average per sweep, TPE's 8 draws 11.5-26.7; 3 local draws and 1 TPE draw beat it by >= 1
       point; no sweep had more than 1 trial below half its best.
 
