@@ -1,9 +1,8 @@
 """The search space without Ray: bounds scale with max_steps, the reference point is the original config,
-bad bounds are rejected, ASHA's rungs sit after the longest warmup, and the Optuna study goes where asked."""
+bad bounds are rejected, and the Optuna study goes where asked."""
 
 import pytest
 
-from search.scheduler import rungs
 from search.space import SpaceError, load_overrides, materialize, parse_bound, parse_space, reference_point, start_points
 from search.searcher import build_searcher
 from search.sweep import SweepSettings
@@ -47,12 +46,6 @@ def test_choice_and_file_overrides(tmp_path):
     f.write_text("focal_gamma: {low: 0.5, high: 1.5}\nfocal_pos_weight: null\n")
     space = parse_space(load_overrides(str(f), ["loss=focal,ce"]))
     assert space["loss"].choices == ("focal", "ce") and space["focal_gamma"].high == 1.5 and "focal_pos_weight" not in space
-
-
-def test_first_rung_after_longest_warmup():
-    assert rungs(500, 50, 100) == [150, 300, 400]  # max(warmup 100, 500 / 4), then 3 even steps, each up to an evaluation
-    assert rungs(300000, 5000, 60000) == [75000, 150000, 225000]
-    assert rungs(500, 50, 200)[0] == 200 and all(r >= 60000 for r in rungs(300000, 5000, 80000))
 
 
 def test_optuna_study_storage(tmp_path):
