@@ -11,14 +11,11 @@ from search import status
 from trainable.metric import METRIC, MODE
 from trainable.ray_internals import bracket
 
-REDUCTION_FACTOR = 2  # keep the top half at each rung: with 2 rungs ~1/4 of the trials run to the end
-# Evenly spaced from the first rung to max_steps, each up to an evaluation (1200 steps: 300, 800). Not 3 rungs
-# (300, 600, 900): the trials that survive two halvings are near the best, and a third cut between them decides on
-# differences within one evaluation's noise (0.3-1 point of full match between reruns of one config) while it stops
-# the trials most likely to pass the best. In the hard bench sweep at b63c2c0, 6 of 8 trials were stopped, three of
-# them at 84-86% against the winner's 89.7%, and the winner was the recommended config (margin 0.0).
-# ~16% more steps per 8-trial sweep (8 x 300 + 4 x 500 + 2 x 400 against 8 x 300 + 4 x 300 + 2 x 300 + 1 x 300).
-NUM_RUNGS = 2
+REDUCTION_FACTOR = 2  # keep the top half at each rung: with 3 rungs ~1/8 of the trials run to the end
+# Evenly spaced from the first rung to max_steps (1200 steps: 300, 600, 900). 2 rungs (300, 800) were measured on the
+# four bench sweeps at 4bc72fb (Intel box): best - recommended 0.0 / 0.0 / +2.3 / 0.0 points (demo, small, mixed,
+# hard), against +0.2 / +5.0 / +4.4 / 0.0 with 3 (b63c2c0, AMD box), for ~16% more steps: no gain for the cost.
+NUM_RUNGS = 3
 FIRST_RUNG = 1 / 4  # of max_steps: before it a CTC head still sits at ~0% (it leaves its all-blank start at ~300-400 of 1200)
 GROUP_BY = ("head",)  # compared only within the same value: a CTC trial starts slower than a multilabel one, then passes it
 TIME_ATTR = "step"  # ASHA's time: the workers' own step

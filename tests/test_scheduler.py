@@ -1,4 +1,4 @@
-"""ASHA without a Ray cluster: rungs start at a quarter of the run and after the longest warmup, 2 of
+"""ASHA without a Ray cluster: rungs start at a quarter of the run and after the longest warmup, at least 3 of
 them on the CPU preset; a trial is judged by its best evaluation so far and only against trials of its own head;
 each stop before max_steps is recorded as the trial's status (search/status.py)."""
 
@@ -11,10 +11,10 @@ CONTINUE, STOP = "CONTINUE", "STOP"
 
 
 def test_rungs_start_at_a_quarter_after_the_longest_warmup():
-    assert rungs(1200, 100, 240) == [300, 800]  # the cpu preset: warmups up to 20% of 1200; 750 up to an evaluation
-    assert rungs(300000, 5000, 60000) == [75000, 190000]
-    assert rungs(500, 50, 200) == [200, 350]  # a long warmup pushes the first rung back
-    assert rungs(40, 10, 8) == [10, 30]
+    assert rungs(1200, 100, 240) == [300, 600, 900]  # the cpu preset: warmups up to 20% of 1200
+    assert rungs(300000, 5000, 60000) == [75000, 150000, 225000]
+    assert rungs(500, 50, 200) == [200, 300, 400]  # a long warmup pushes the first rung back
+    assert rungs(40, 10, 8) == [10, 20, 30]
     assert rungs(1200, 500, 0) == [500, 1000]  # rungs that round to the same evaluation are one
     assert all(r >= 80000 for r in rungs(300000, 5000, 80000))
 
@@ -22,9 +22,9 @@ def test_rungs_start_at_a_quarter_after_the_longest_warmup():
 def test_the_rung_plan_says_how_many_trials_reach_each_rung():
     """All trials reach the first rung, then half as many each rung and the end (reduction factor 2)."""
     assert rung_plan(1200, 100, 240, 8).endswith(
-        "rung 1 at step 300: all 8 trials; rung 2 at step 800: ~4; to the end (1200): ~2")
-    assert rung_plan(1200, 100, 240, 20).endswith("rung 2 at step 800: ~10; to the end (1200): ~5")
-    assert rung_plan(1200, 100, 240, 1).endswith("rung 1 at step 300: all 1 trials; rung 2 at step 800: ~1; to the end (1200): ~1")  # never ~0
+        "rung 1 at step 300: all 8 trials; rung 2 at step 600: ~4; rung 3 at step 900: ~2; to the end (1200): ~1")
+    assert rung_plan(1200, 100, 240, 20).endswith("rung 2 at step 600: ~10; rung 3 at step 900: ~5; to the end (1200): ~2")
+    assert rung_plan(1200, 100, 240, 3).endswith("rung 2 at step 600: ~2; rung 3 at step 900: ~1; to the end (1200): ~1")  # never ~0
     assert rung_plan(1200, 500, 0, 8).endswith("rung 1 at step 500: all 8 trials; rung 2 at step 1000: ~4; to the end (1200): ~2")
     assert rung_plan(100, 100, 0, 8) == "ASHA: no rung before max_steps=100; every trial runs to the end"
 
