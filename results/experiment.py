@@ -132,10 +132,9 @@ def hard_limits(name: str, p: dict, max_steps: int | None = None) -> tuple[float
 def edge_warnings(trials: pd.DataFrame, space: dict, tol: float = 0.05, max_steps: int | None = None) -> list[str]:
     """Best-trial parameters within `tol` of a search-range edge (log distance for log ranges) that could be
     widened: a best warmup of 0 steps or a best period of all of max_steps is an answer, not a range to widen."""
-    done = trials[trials[f"best_{METRIC}"].notna()]
-    if not len(done):
+    best = best_trial(trials)
+    if best is None:
         return []
-    best = done.loc[done[f"best_{METRIC}"].idxmax()]
     out = []
     for name, p in space.items():
         if p["kind"] == "choice" or p["high"] <= p["low"] or pd.isna(best.get(name)):  # not searched in its trial (focal in a ctc one)
@@ -151,6 +150,15 @@ def edge_warnings(trials: pd.DataFrame, space: dict, tol: float = 0.05, max_step
             continue
         out.append(f"warning: best {name}={best[name]:.4g} is at the {edge} edge of its range [{p['low']:.4g}, {p['high']:.4g}]; widen the range and sweep again")
     return out
+
+
+def best_trial(trials: pd.DataFrame):
+    """The trial the leaderboard lists first, as ASHA, the searcher and the best checkpoint rank: by its best val_score
+    (full match, ties broken by per-character accuracy); None before any report. Two trials tied on full match are
+    not a coin toss: the one with the better character accuracy is the best."""
+    key = f"best_{METRIC}" if f"best_{METRIC}" in trials else "best_val_full_match"
+    done = trials[trials[key].notna()] if key in trials else trials.iloc[0:0]
+    return done.loc[done[key].idxmax()] if len(done) else None
 
 
 def leaderboard(trials: pd.DataFrame, top: int = 10) -> pd.DataFrame:
@@ -198,9 +206,8 @@ def print_summary(exp) -> pd.DataFrame:
     listed = (trials.index.isin(board.index) | trials["status"].isin(FAILED)) & trials["reason"].ne("")
     for _, t in trials[listed].iterrows():  # the board's and the failed trials' reasons, whole
         print(f"  {t['trial_id']} {short[t.name]}: {t['reason']}")
-    done = trials[trials["best_val_full_match"].notna()]
-    if len(done):
-        best = done.loc[done["best_val_full_match"].idxmax()]
+    best = best_trial(trials)
+    if best is not None:
         print(f"best trial {best['trial_id']}: val_full_match {best['best_val_full_match']:.4f} at step {best['best_step']}")
         for name in sweep["space"]:
             if name in best and not pd.isna(best[name]):  # NaN: not searched in this trial (focal settings of a ctc trial)

@@ -14,7 +14,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from results.experiment import LABELS, matches  # noqa: E402
+from results.experiment import LABELS, best_trial, matches  # noqa: E402
 from search.status import FINISHED  # noqa: E402
 from trainable.schedule import lr_at  # noqa: E402
 
@@ -28,12 +28,6 @@ STATUS_STYLE = {  # status kind (search/status.py) -> line/marker style; legends
     "running": dict(color="tab:gray", lw=1.0, alpha=0.7, ls=":"),
 }
 ENDED_EARLY = ("asha", "diverged", "errored")  # an x where the curve ends
-
-
-def best_trial(trials: pd.DataFrame):
-    """The row with the highest best_val_full_match, or None before any report."""
-    done = trials[trials[SHOWN].notna()] if SHOWN in trials else trials.iloc[0:0]
-    return done.loc[done[SHOWN].idxmax()] if len(done) else None
 
 
 def _message(out, text: str) -> str:

@@ -81,7 +81,7 @@ def write_report(exp, out_dir=None) -> str:
            "worker_seconds: the trial's wall time (start-up included) x its workers.", ""]
 
     md += ["## Best configuration", ""]
-    best = plots.best_trial(trials)
+    best = experiment.best_trial(trials)
     if best is None:
         md += ["No validation report yet.", ""]
     else:

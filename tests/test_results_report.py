@@ -270,3 +270,18 @@ def test_edge_warnings_skip_settings_the_best_trial_did_not_search():
     trials, _ = tables()
     trials["focal_gamma"] = None
     assert [w for w in experiment.edge_warnings(trials, SPACE) if "focal_gamma" in w] == []
+
+
+def test_the_best_trial_is_the_leaderboards_first_when_two_tie_on_full_match():
+    """Ranked by val_score like the leaderboard and the best checkpoint: a tie on full match goes to the better
+    character accuracy, not to whichever trial comes first in the table (the summary once named one trial as best
+    and printed the other's checkpoint)."""
+    trials, _ = tables()
+    top = trials["best_val_full_match"].max()
+    first, second = trials.index[:2]
+    trials.loc[[first, second], "best_val_full_match"] = top
+    trials.loc[first, "best_val_score"] = top + 0.999 * 0.90
+    trials.loc[second, "best_val_score"] = top + 0.999 * 0.95
+    best = experiment.best_trial(trials)
+    assert best["trial_id"] == trials.loc[second, "trial_id"] == experiment.leaderboard(trials)["trial_id"].iloc[0]
+    assert experiment.best_trial(trials.iloc[0:0]) is None
