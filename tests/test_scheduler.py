@@ -13,6 +13,7 @@ CONTINUE, STOP = "CONTINUE", "STOP"
 def test_rungs_start_at_a_quarter_after_the_longest_warmup():
     assert rungs(1200, 100, 240) == [300, 600, 900]  # the cpu preset: warmups up to 20% of 1200
     assert rungs(300000, 5000, 60000) == [75000, 150000, 225000]
+    assert rungs(500, 50, 100) == [150, 300, 400]  # max(warmup 100, 500 / 4 = 125), up to an evaluation
     assert rungs(500, 50, 200) == [200, 300, 400]  # a long warmup pushes the first rung back
     assert rungs(40, 10, 8) == [10, 20, 30]
     assert rungs(1200, 500, 0) == [500, 1000]  # rungs that round to the same evaluation are one
