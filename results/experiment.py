@@ -154,10 +154,9 @@ def edge_warnings(trials: pd.DataFrame, space: dict, tol: float = 0.05, max_step
 
 def best_trial(trials: pd.DataFrame):
     """The trial the leaderboard lists first, as ASHA, the searcher and the best checkpoint rank: by its best val_score
-    (full match, ties broken by per-character accuracy); None before any report. Two trials tied on full match are
-    not a coin toss: the one with the better character accuracy is the best."""
-    key = f"best_{METRIC}" if f"best_{METRIC}" in trials else "best_val_full_match"
-    done = trials[trials[key].notna()] if key in trials else trials.iloc[0:0]
+    (full match, ties broken by per-character accuracy); None before any report."""
+    key = f"best_{METRIC}"
+    done = trials[trials[key].notna()] if key in trials else trials.iloc[0:0]  # a table of no trials has no columns
     return done.loc[done[key].idxmax()] if len(done) else None
 
 
