@@ -21,6 +21,12 @@ EVAL_EPOCHS = 1.0  # a retrain evaluates once per epoch of its training set (at 
 SGDR_MULT = 2.0  # each cosine cycle twice the one before: long low-LR phases late, where an open-ended run gains
 
 
+def trial_config(sweep: dict, row) -> TrainConfig:
+    """The config a sweep trial (a row of its trials table) ran: the sweep's base with the trial's drawn values."""
+    values = {**sweep["base"], **{p: row[p] for p in sweep["space"] if not pd.isna(row[p])}}  # NaN: not drawn in this trial (focal for ctc)
+    return TrainConfig.from_dict({k: type(sweep["base"][k])(v) for k, v in values.items()})  # numpy scalars -> python
+
+
 def best_config(exp, max_steps: int | None = None, patience: int = 5, eval_epochs: float = EVAL_EPOCHS,
                 time_budget_s: float = 0.0, data: str | None = None, trial: str | None = None,
                 sweep: dict | None = None) -> tuple[TrainConfig, dict]:
@@ -33,14 +39,12 @@ def best_config(exp, max_steps: int | None = None, patience: int = 5, eval_epoch
     sweep = sweep or load_sweep(exp)
     _, origin = checkpoints.best(exp) if trial is None else chosen(exp, trial)
     trials, _ = load(exp)
-    best = trials.set_index("trial_id").loc[origin["trial_id"]]
-    values = {**sweep["base"], **{p: best[p] for p in sweep["space"] if not pd.isna(best[p])}}  # NaN: not searched in this trial (focal for ctc)
-    values = {k: type(sweep["base"][k])(v) for k, v in values.items()}  # numpy scalars -> python
+    cfg = trial_config(sweep, trials.set_index("trial_id").loc[origin["trial_id"]])
     if data:  # e.g. more images of the same spec than the sweep used
-        values["data_dir"] = storage.normalize(data)
+        cfg = cfg.replace(data_dir=storage.normalize(data))
     # augment_ramp: augmentation ramps in as it did in the trial, not over a fifth of a cap many trials long
-    cfg = TrainConfig.from_dict({**values, "cosine_mult": SGDR_MULT, "patience": patience, "time_budget_s": time_budget_s,
-                                 "augment_ramp": values.get("augment_ramp") or max(1, sweep["base"]["max_steps"] // 5)})
+    cfg = cfg.replace(cosine_mult=SGDR_MULT, patience=patience, time_budget_s=time_budget_s,
+                      augment_ramp=cfg.augment_ramp or max(1, sweep["base"]["max_steps"] // 5))
     shortest = cfg.warmup_steps + cfg.cosine_period
     if max_steps is not None and max_steps < shortest:
         raise UserError(f"--max-steps {max_steps} is shorter than one warmup + one cosine period of the best config; use at least {shortest}")

@@ -117,3 +117,16 @@ def test_retrain_resumes_after_sigint_and_is_at_least_as_good(exp, easy_data, tm
 
     m = evaluate(load_predictor(summary["model"]), load_rows(os.path.join(easy_data, "val-00000.parquet")))
     assert summary["test"] == dict(full_match=m["full_match"], char_acc=m["char_acc"], n=m["n"], file="val-00000.parquet")
+
+
+def test_trial_config_is_the_config_each_completed_trial_ran(exp):
+    """results.retrain.trial_config (what retrain and bench.sweeps --seeds train) rebuilds a trial's config from its row
+    of the trials table: for every trial that ran to the end, the config its Train run wrote in its summary."""
+    from results.retrain import trial_config
+
+    sweep, (trials, _) = load_sweep(exp), load(exp)
+    done = [(row, os.path.join(exp, "train", row["trial_id"], "summary.json")) for _, row in trials.iterrows()]
+    done = [(row, json.load(open(path))["config"]) for row, path in done if os.path.exists(path)]
+    assert done, "no trial wrote a summary"
+    for row, ran in done:
+        assert trial_config(sweep, row).to_dict() == ran, row["trial_id"]
