@@ -189,6 +189,32 @@ def start_point_results(trials: pd.DataFrame, sweep: dict) -> list[str]:
     return out
 
 
+def validation_images(sweep: dict) -> int | None:
+    """How many images each trial is validated on (the sweep's dataset), None when its data can't be read now."""
+    from trainable.data import dataset_meta
+
+    try:
+        return int(dataset_meta(sweep["base"]["data_dir"])["counts"]["val"])
+    except (OSError, KeyError, UserError):  # data moved or deleted since the sweep: the tables still read
+        return None
+
+
+def noise_line(trials: pd.DataFrame, val_images: int | None) -> str | None:
+    """The trials whose best full match is within two standard errors of the best trial's (one evaluation on
+    `val_images` images, binomial at the best's score): one seed moves a config that much, so their order is not
+    evidence. None when no other trial is that close."""
+    best = best_trial(trials)
+    if best is None or not val_images:
+        return None
+    p = min(max(float(best["best_val_full_match"]), 1 / val_images), 1 - 1 / val_images)  # 0% or 100% still has an error
+    se = math.sqrt(p * (1 - p) / val_images)
+    close = trials[(trials["trial_id"] != best["trial_id"]) & (trials["best_val_full_match"] >= best["best_val_full_match"] - 2 * se)]
+    if not len(close):
+        return None
+    return (f"{len(close)} other trial(s) within 2 standard errors ({200 * se:.1f} points, {val_images} validation images) of the best: "
+            f"{', '.join(close['trial_id'])}; their order may be seed noise: retrain each (`captcha-tune retrain EXP --trial ID`) to tell them apart")
+
+
 def print_summary(exp) -> pd.DataFrame:
     """Print the leaderboard (short statuses, the long reasons under it), the best trial and its edge warnings;
     write the tables; return the trials table."""
@@ -213,6 +239,8 @@ def print_summary(exp) -> pd.DataFrame:
                 print(f"  {name} = {best[name]:.4g}" if isinstance(best[name], float) else f"  {name} = {best[name]}")
         for line in start_point_results(trials, sweep):
             print(f"  vs {line}")
+        if line := noise_line(trials, validation_images(sweep)):
+            print(f"  {line}")
     for w in edge_warnings(trials, sweep["space"], max_steps=sweep["base"].get("max_steps")):
         print(w)
     try:

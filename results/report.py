@@ -88,6 +88,8 @@ def write_report(exp, out_dir=None) -> str:
         md += [f"Trial `{best['trial_id']}`: val_full_match {best['best_val_full_match']:.4f} at step {best['best_step']} ({short[best.name]}).", "",
                "```", *[f"{name} = {best[name]}" for name in space], "```", ""]
         md += [f"Against {line}." for line in experiment.start_point_results(trials, sweep)] + [""]
+        if line := experiment.noise_line(trials, experiment.validation_images(sweep)):
+            md += [line[0].upper() + line[1:] + ".", ""]
         warnings = experiment.edge_warnings(trials, space, max_steps=base.get("max_steps"))
         md += [f"- {w}" for w in warnings] or ["Every best parameter is inside its search range."]
         md += [""]

@@ -285,3 +285,17 @@ def test_the_best_trial_is_the_leaderboards_first_when_two_tie_on_full_match():
     best = experiment.best_trial(trials)
     assert best["trial_id"] == trials.loc[second, "trial_id"] == experiment.leaderboard(trials)["trial_id"].iloc[0]
     assert experiment.best_trial(trials.iloc[0:0]) is None
+
+
+def test_noise_line_names_the_trials_within_two_standard_errors_of_the_best():
+    """t1 is best at 85%; on 100 validation images one evaluation's standard error there is 3.6 points, so a trial
+    at 80% is within two of them (named) and t0 at 60% is not; on 10,000 images 80% is far behind (no line)."""
+    trials, _ = tables()
+    trials.loc[trials["trial_id"] == "t3", "best_val_full_match"] = 0.80
+    line = experiment.noise_line(trials, 100)
+    assert line.startswith("1 other trial(s) within 2 standard errors (7.1 points, 100 validation images) of the best: t3;"), line
+    assert "t0" not in line and "captcha-tune retrain EXP --trial ID" in line
+    assert experiment.noise_line(trials, 10_000) is None
+    assert experiment.noise_line(trials, None) is None and experiment.noise_line(trials.iloc[0:0], 100) is None
+    trials.loc[trials["trial_id"] == "t3", "best_val_full_match"] = 0.85  # a tie is within noise at any size
+    assert "t3" in experiment.noise_line(trials, 10_000)
