@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 from pathlib import Path
 
 from bench.common import RESULTS, Row, write_json
@@ -38,6 +39,11 @@ def read(exp: Path) -> dict:
                 choices=choices, scores=[round(float(v), 4) for v in score], statuses=trials["status"].tolist())
 
 
+def plain(v):
+    """A trials-table value as JSON takes it (numpy scalars to Python, NaN to None)."""
+    return None if v is None or (isinstance(v, float) and math.isnan(v)) else v.item() if hasattr(v, "item") else v
+
+
 def seeded(exp: Path, seeds: list[int]) -> dict | None:
     """The best trial's config and the recommended config trained again with each of `seeds` (module docstring);
     None when the sweep has no recommended trial. A finished run (EXP/seeds/LABEL-sSEED/summary.json) is read, not rerun."""
@@ -52,7 +58,7 @@ def seeded(exp: Path, seeds: list[int]) -> dict | None:
     if best is None or rec is None:
         return None
     out = dict(seeds=seeds, trials={"best": best["trial_id"], "recommended": rec["trial_id"]},
-               differs={p: [best[p], rec[p]] for p in sweep["space"] if str(best[p]) != str(rec[p])})
+               differs={p: [plain(best[p]), plain(rec[p])] for p in sweep["space"] if str(best[p]) != str(rec[p])})
     if best["trial_id"] == rec["trial_id"]:
         return dict(out, margin=0.0, separated=False, note="the best trial is the recommended config")
     s = sweep["settings"]
