@@ -51,6 +51,7 @@ def seeded(exp: Path, seeds: list[int]) -> dict | None:
     from results.experiment import best_trial, load, load_sweep, matches
     from results.retrain import trial_config
     from trainable.driver import RunSettings, run_training
+    from trainable.progress import Progress
 
     sweep, (trials, _) = load_sweep(exp), load(exp)
     best = best_trial(trials)
@@ -72,7 +73,8 @@ def seeded(exp: Path, seeds: list[int]) -> dict | None:
             done = exp / "seeds" / run.name / "summary.json"
             print(f"{exp.name}: {label} config (trial {row['trial_id']}), seed {seed}, {cfg.max_steps} steps", flush=True)
             # keep_diverged: a run that diverged late keeps the score of its best checkpoint, as a trial does
-            summary = json.loads(done.read_text()) if done.exists() else run_training(cfg.replace(seed=seed), run, keep_diverged=True)
+            summary = json.loads(done.read_text()) if done.exists() else \
+                run_training(cfg.replace(seed=seed), run, callbacks=[Progress(cfg.max_steps)], keep_diverged=True)
             out[label].append(float(summary["best_metrics"].get("val_full_match", 0.0)))
     mean = {label: sum(out[label]) / len(out[label]) for label in LABELS}
     return dict(out, margin=mean["best"] - mean["recommended"], separated=min(out["best"]) > max(out["recommended"]))
