@@ -99,25 +99,28 @@ def rows(r: dict) -> list[Row]:
 
 
 def plot(r: dict):
-    """Per sweep, each seed's validation full match of the best config and of the recommended config."""
+    """Per sweep, each seed's validation full match of the best config and of the recommended config; hollow: the
+    two trials' own scores in the sweep (seed 0), where the best was chosen."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    shown = {name: x["seeded"] for name, x in r["sweeps"].items() if x.get("seeded") and "best" in x["seeded"]}
+    shown = {name: x for name, x in r["sweeps"].items() if x.get("seeded") and "best" in x["seeded"]}
     if not shown:
         return None
     fig, ax = plt.subplots(figsize=(1.8 + 1.6 * len(shown), 3.6))
-    for i, (name, z) in enumerate(shown.items()):
+    for i, (name, x) in enumerate(shown.items()):
         for dx, label, color in ((-0.15, "best", "tab:blue"), (0.15, "recommended", "tab:gray")):
-            ys = [100 * v for v in z[label]]
-            ax.scatter([i + dx] * len(ys), ys, color=color, label=label if i == 0 else None)
+            ys = [100 * v for v in x["seeded"][label]]
+            ax.scatter([i + dx] * len(ys), ys, color=color, label=f"{label} config, new seeds" if i == 0 else None)
             ax.hlines(sum(ys) / len(ys), i + dx - 0.1, i + dx + 0.1, color=color)
+            ax.scatter([i + dx], [100 * x[label]], facecolors="none", edgecolors=color, label=f"{label}, in the sweep" if i == 0 else None)
     ax.set_xticks(range(len(shown)), list(shown))
     ax.set_ylabel("validation full match (%)")
-    ax.set_title("the sweep's best config vs the recommended, seeds " + ", ".join(str(k) for k in next(iter(shown.values()))["seeds"]), fontsize=9)
-    ax.legend(fontsize=8)
+    ax.set_title("the sweep's best config vs the recommended, seeds " + ", ".join(str(k) for k in next(iter(shown.values()))["seeded"]["seeds"]), fontsize=9)
+    ax.set_ylim(top=ax.get_ylim()[1] + 2.5)  # room for the legend
+    ax.legend(fontsize=7, ncol=2, loc="upper right")
     fig.tight_layout()
     return fig
 
