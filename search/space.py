@@ -95,13 +95,28 @@ def parse_space(overrides: dict | None = None) -> dict[str, Param]:
         base = space.get(name, Param("choice" if "choices" in spec else "float"))
         if ("low" in spec or "high" in spec) and "per" not in spec:
             base = dataclasses.replace(base, per=())  # a range the user sets holds for every trial
+        if "choices" in spec and "kind" not in spec:  # `--bound augment=0,0.5` on a range: those values, not the range
+            base = dataclasses.replace(base, kind="choice", per=())
         try:
             space[name] = dataclasses.replace(base, **{k: tuple(v) if k in ("choices", "when", "per") else v for k, v in spec.items()})
         except TypeError:
             raise SpaceError(f"bad range for {name}: {spec}; use {{'low': L, 'high': H}} or {{'choices': [...]}}") from None
+        if space[name].kind == "choice":  # --bound channels=16,32 gives strings: a trial needs the setting's own type
+            space[name] = dataclasses.replace(space[name], choices=tuple(typed(name, v, fields[name]) for v in space[name].choices))
     for name, p in space.items():
         check_param(name, p)
     return space
+
+
+def typed(name: str, value, f: dataclasses.Field):
+    """A choice value as its TrainConfig setting's type ('32' -> 32 for channels); one line when it is not one."""
+    kind = f.metadata.get("kind") or type(f.default)
+    if kind is type(None) or isinstance(value, kind):
+        return value
+    try:
+        return kind(value)
+    except (TypeError, ValueError):
+        raise SpaceError(f"{name}: choice {value!r} is not a {kind.__name__}; write {name}=A,B with {kind.__name__} values") from None
 
 
 def check_values(space: dict[str, Param], base: TrainConfig) -> None:

@@ -48,6 +48,17 @@ def test_choice_and_file_overrides(tmp_path):
     assert space["loss"].choices == ("focal", "ce") and space["focal_gamma"].high == 1.5 and "focal_pos_weight" not in space
 
 
+def test_choices_from_the_command_line_take_the_settings_type():
+    """`--bound channels=16,32` gives the strings '16' and '32': a trial drawing one must get an int, or every trial
+    that draws it errors inside Ray (TrainConfig compares it with 0); a value of the wrong type is one line before Ray."""
+    space = parse_space(dict([parse_bound("channels=16,32"), parse_bound("depth=3,4"), parse_bound("head=ctc")]))
+    assert space["channels"].choices == (16, 32) and space["depth"].choices == (3, 4) and space["head"].choices == ("ctc",)
+    assert TrainConfig.from_dict(dict(channels=space["channels"].choices[1])).channels == 32
+    assert parse_space(dict([parse_bound("augment=0,0.5")]))["augment"].choices == (0.0, 0.5)
+    with pytest.raises(SpaceError, match="depth: choice 'x' is not a int; write depth=A,B with int values"):
+        parse_space(dict([parse_bound("depth=3,x")]))
+
+
 def test_optuna_study_storage(tmp_path):
     space = materialize(parse_space(), 500)
     ref = start_points(space, 500, TrainConfig())
