@@ -116,7 +116,7 @@ def typed(name: str, value, f: dataclasses.Field):
     try:
         return kind(value)
     except (TypeError, ValueError):
-        raise SpaceError(f"{name}: choice {value!r} is not a {kind.__name__}; write {name}=A,B with {kind.__name__} values") from None
+        raise SpaceError(f"{name}: choice {value!r} is not of type {kind.__name__}; write {name}=A,B with {kind.__name__} values") from None
 
 
 def check_values(space: dict[str, Param], base: TrainConfig) -> None:

@@ -55,7 +55,7 @@ def test_choices_from_the_command_line_take_the_settings_type():
     assert space["channels"].choices == (16, 32) and space["depth"].choices == (3, 4) and space["head"].choices == ("ctc",)
     assert TrainConfig.from_dict(dict(channels=space["channels"].choices[1])).channels == 32
     assert parse_space(dict([parse_bound("augment=0,0.5")]))["augment"].choices == (0.0, 0.5)
-    with pytest.raises(SpaceError, match="depth: choice 'x' is not a int; write depth=A,B with int values"):
+    with pytest.raises(SpaceError, match="depth: choice 'x' is not of type int; write depth=A,B with int values"):
         parse_space(dict([parse_bound("depth=3,x")]))
 
 
