@@ -26,13 +26,13 @@ LABELS = ("best", "recommended")
 
 
 def read(exp: Path) -> dict:
-    from results.experiment import load, load_sweep, matches
+    from results.experiment import load, load_sweep, start_point_trial
 
     sweep, (trials, _) = load_sweep(exp), load(exp)
     score = trials["best_val_full_match"].fillna(0.0)
     best = float(score.max())
-    rec = [i for i, r in trials.iterrows() if sweep.get("recommended") and matches(r, sweep["recommended"])]
-    recommended = float(score[rec[0]]) if rec else None
+    rec = start_point_trial(trials, sweep.get("recommended"))
+    recommended = None if rec is None else float(score[rec.name])
     choices = {name: trials[name].astype(str).tolist() for name, p in sweep["space"].items() if p.get("kind") == "choice" and name in trials}
     return dict(trials=len(trials), best=best, below_half=int((score < best / 2).sum()), recommended=recommended,
                 margin=None if recommended is None else best - recommended, stopped=int((trials["status"] == "asha").sum()),
@@ -48,14 +48,14 @@ def seeded(exp: Path, seeds: list[int]) -> dict | None:
     """The best trial's config and the recommended config trained again with each of `seeds` (module docstring);
     None when the sweep has no recommended trial. A finished run (EXP/seeds/LABEL-sSEED/summary.json) is read, not rerun."""
     from cluster.connect import check_fits, init_ray
-    from results.experiment import best_trial, load, load_sweep, matches
+    from results.experiment import best_trial, load, load_sweep, start_point_trial
     from results.retrain import trial_config
     from trainable.driver import RunSettings, run_training
     from trainable.progress import Progress
 
     sweep, (trials, _) = load_sweep(exp), load(exp)
     best = best_trial(trials)
-    rec = next((r for _, r in trials.iterrows() if sweep.get("recommended") and matches(r, sweep["recommended"])), None)
+    rec = start_point_trial(trials, sweep.get("recommended"))
     if best is None or rec is None:
         return None
     out = dict(seeds=seeds, trials={"best": best["trial_id"], "recommended": rec["trial_id"]},

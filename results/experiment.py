@@ -179,11 +179,16 @@ def matches(row, point: dict) -> bool:
     return True
 
 
+def start_point_trial(trials: pd.DataFrame, point: dict | None):
+    """The trials-table row that ran a start point (sweep.json's 'reference' or 'recommended'), None when none did."""
+    return next((r for _, r in trials.iterrows() if point and matches(r, point)), None)
+
+
 def start_point_results(trials: pd.DataFrame, sweep: dict) -> list[str]:
     """'the reference config: 5.8% (trial t1, completed)', and the same for the recommended config when it ran."""
     out = []
     for label, point in (("reference", sweep.get("reference")), ("recommended", sweep.get("recommended"))):
-        row = next((r for _, r in trials.iterrows() if point and matches(r, point)), None)
+        row = start_point_trial(trials, point)
         if row is not None and not pd.isna(row["best_val_full_match"]):
             out.append(f"the {label} config: {row['best_val_full_match']:.1%} (trial {row['trial_id']}, {row['status']} at step {row['steps_run']})")
     return out
